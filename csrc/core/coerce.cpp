@@ -1,0 +1,106 @@
+// torchbridge::coerce: a tensor in the policy dtype on the target device.
+// Used by to_tensor for tensor inputs, by the torchbridge::coerce operator and
+// by C++ programs.
+
+#include "internal.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+#include <vector>
+
+namespace torchbridge {
+
+at::Device resolve_device(at::Device d) {
+  if (d.is_cpu()) return at::Device(at::kCPU);
+  if (d.is_meta()) return d;
+  const auto type = d.type();
+  if (type == at::kCUDA) {
+    TORCH_CHECK(c10::impl::hasDeviceGuardImpl(at::kCUDA),
+        "device='", d.str(), "' was requested, but this PyTorch build has no "
+        "CUDA support (torch.version.cuda is None); pass device='cpu' or "
+        "install a CUDA build of PyTorch.");
+    TORCH_CHECK(at::hasCUDA(), "device='", d.str(), "' was requested, but no "
+        "CUDA device is visible (torch.cuda.is_available() is False); pass "
+        "device='cpu', or check CUDA_VISIBLE_DEVICES and the driver.");
+  }
+  TORCH_CHECK(c10::impl::hasDeviceGuardImpl(type), "device='", d.str(),
+      "' was requested, but this PyTorch build does not support that device "
+      "type; pass device='cpu'.");
+  const auto* impl = c10::impl::getDeviceGuardImpl(type);
+  if (!d.has_index()) return at::Device(type, impl->getDevice().index());
+  const auto count = impl->deviceCount();
+  TORCH_CHECK_VALUE(d.index() < count, "device='", d.str(),
+      "' does not exist: ", static_cast<int>(count), " ",
+      c10::DeviceTypeName(type, /*lower_case=*/true),
+      " device(s) are visible (indices 0..", static_cast<int>(count) - 1, ").");
+  return d;
+}
+
+namespace detail {
+
+at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
+                  const char* api) {
+  TORCH_CHECK_VALUE(t.defined(), api,
+      ": got an undefined tensor (a default-constructed at::Tensor); pass a "
+      "tensor that holds data.");
+  if (o.dtype) check_target_dtype(*o.dtype, api);
+  const auto src = t.scalar_type();
+  const auto target = policy_dtype(src, o.dtype, o.float_dtype);
+  const at::Device device = o.device ? resolve_device(*o.device) : t.device();
+  const bool move = device != t.device();
+  const bool cast = target != src;
+  const bool unpinned =
+      o.pin_memory && device.is_cpu() && !(t.is_cpu() && t.is_pinned());
+
+  TORCH_CHECK_VALUE(!(t.is_meta() && move && !device.is_meta()), api,
+      ": meta tensors have a shape but no data, so they cannot move to ",
+      device.str(), "; create the tensor on a real device first.");
+  if (o.copy.has_value() && !*o.copy) {
+    std::vector<std::string> why;
+    if (move) why.push_back("it must move from " + t.device().str() + " to " +
+                            device.str());
+    if (cast) why.push_back("its dtype torch." + dtype_name(src) +
+                            " becomes " + dtype_name(target));
+    if (unpinned) why.push_back("pin_memory=True needs page-locked memory");
+    std::string reasons;
+    for (size_t i = 0; i < why.size(); ++i)
+      reasons += (i ? " and " : "") + why[i];
+    TORCH_CHECK_VALUE(why.empty(), api,
+        "(copy=False): the tensor cannot be returned without a copy because ",
+        reasons, "; pass copy=None to let torchbridge copy it.");
+  }
+  if (!move && !cast && !unpinned) {
+    return o.copy.value_or(false) ? fresh_copy(t, target, o.pin_memory) : t;
+  }
+  if (unpinned) check_pin_available(api);
+
+  at::Tensor x = t;
+  if (x.is_quantized() && !c10::isQIntType(target)) x = x.dequantize();
+  if (move) {
+    // Narrow before the transfer, widen after it: fewer bytes on the bus.
+    if (at::elementSize(target) < x.element_size()) x = x.to(target);
+    x = device.is_cpu() && !x.is_meta()
+            ? device_to_host(x, unpinned && x.scalar_type() == target)
+            : move_to_device(x, device, o.non_blocking);
+  }
+  if (unpinned && !x.is_pinned()) {
+    x = fresh_copy(x, target, true);  // cast and pin in one pass
+  } else if (x.scalar_type() != target) {
+    x = x.to(target);
+  }
+  if (o.copy.value_or(false) && x.is_alias_of(t))
+    x = fresh_copy(x, target, o.pin_memory && device.is_cpu());
+  return x;
+}
+
+}  // namespace detail
+
+at::Tensor coerce(const at::Tensor& t, const CoerceOptions& options) {
+  return detail::coerce(t, options, "coerce");
+}
+
+}  // namespace torchbridge

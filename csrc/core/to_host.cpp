@@ -1,0 +1,137 @@
+// torchbridge::to_host: any tensor -> a detached, dense CPU tensor NumPy can
+// describe. The Python to_numpy and the torchbridge::to_host operator both
+// run this code.
+
+#include "internal.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+#include <vector>
+
+namespace torchbridge {
+namespace detail {
+
+void check_has_data(const at::Tensor& t, const char* api) {
+  TORCH_CHECK_VALUE(t.defined(), api,
+      ": got an undefined tensor (a default-constructed at::Tensor); pass a "
+      "tensor that holds data.");
+  TORCH_CHECK_VALUE(!t.is_meta(), api,
+      ": meta tensors have a shape but no data, so there is nothing to "
+      "convert; create the tensor on a real device (e.g. device='cpu') first.");
+  TORCH_CHECK_VALUE(!t.is_nested(), api,
+      ": nested tensors have no single array shape; convert their components "
+      "one by one (t.unbind()) or pad them first (t.to_padded_tensor(0)).");
+  TORCH_CHECK_VALUE(t.layout() != at::kStrided || t.has_storage(), api,
+      ": this tensor has no storage of its own (a wrapper subclass such as "
+      "DTensor, or a functional or fake tensor), so its data cannot be read; "
+      "convert it to a plain tensor first (for a DTensor: t.full_tensor()).");
+}
+
+void check_pin_available(const char* api) {
+  TORCH_CHECK(at::hasCUDA(), api,
+      ": pin_memory=True needs a CUDA device to page-lock host memory, and "
+      "none is available here; pass pin_memory=False.");
+}
+
+void check_target_dtype(at::ScalarType t, const char* api) {
+  TORCH_CHECK_TYPE(!c10::isQIntType(t), api, ": dtype=torch.", dtype_name(t),
+      " is a quantized dtype, which torchbridge does not produce; convert to "
+      "float32, then quantize with torch.quantize_per_tensor.");
+  TORCH_CHECK_TYPE(!c10::isBitsType(t) && !c10::isBarebonesUnsignedType(t) &&
+          t != at::ScalarType::Undefined,
+      api, ": dtype=torch.", dtype_name(t),
+      " cannot be a conversion target (torch has no casts to it).");
+}
+
+at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin) {
+  auto opts = src.options().dtype(dtype);
+  if (pin) opts = opts.pinned_memory(true);
+  // Preserve the layout of dense inputs: a linear pass instead of a
+  // transposing one, as NumPy's astype(order='K') does.
+  auto out = at::empty_like(src, opts, at::MemoryFormat::Preserve);
+  out.copy_(src);  // copy_ resolves conj/neg bits into the plain result
+  return out;
+}
+
+namespace {
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string s;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i) s += (i + 1 == parts.size()) ? " and " : ", ";
+    s += parts[i];
+  }
+  return s;
+}
+
+std::string layout_name(const at::Tensor& t) {
+  std::ostringstream os;
+  os << t.layout();
+  std::string s = os.str();
+  for (auto& c : s) c = static_cast<char>(std::tolower(c));
+  return "torch." + s;
+}
+
+}  // namespace
+
+at::Tensor to_host(const at::Tensor& t, const HostOptions& o, const char* api) {
+  check_has_data(t, api);
+  const bool dense = t.layout() == at::kStrided;
+  const bool quantized = t.is_quantized();
+  const bool on_device = !t.device().is_cpu();
+  if (o.dtype) check_target_dtype(*o.dtype, api);
+  // Quantized values reach the host dequantized, as float32.
+  const auto value_dtype = quantized ? at::kFloat : t.scalar_type();
+  const auto target = o.dtype ? *o.dtype : host_dtype(t.scalar_type());
+  const bool cast = target != value_dtype;
+  const bool unpinned = o.pin_memory && !(!on_device && t.is_pinned());
+
+  if (o.copy.has_value() && !*o.copy) {
+    std::vector<std::string> why;
+    if (on_device) why.push_back("it lives on " + t.device().str());
+    if (!dense) why.push_back("its layout is " + layout_name(t));
+    if (quantized)
+      why.push_back("it is quantized (torch." + dtype_name(t.scalar_type()) +
+                    ") and must be dequantized");
+    if (cast && !quantized)
+      why.push_back("its dtype torch." + dtype_name(value_dtype) +
+                    " becomes " + dtype_name(target));
+    if (t.is_conj()) why.push_back("its conjugate bit is set");
+    if (t.is_neg()) why.push_back("its negative bit is set");
+    if (unpinned) why.push_back("pin_memory=True needs page-locked memory");
+    TORCH_CHECK_VALUE(why.empty(), api,
+        "(copy=False): the tensor cannot be shared without a copy because ",
+        join(why), "; pass copy=None to let torchbridge copy it.");
+  }
+  if (o.pin_memory) check_pin_available(api);
+
+  // Detach first: it is a free view, and nothing below then records autograd.
+  at::Tensor x = t.requires_grad() ? t.detach() : t;
+  if (!dense) x = x.to_dense();
+  if (quantized) x = x.dequantize();
+  if (on_device) {
+    // Narrow before leaving the device, widen after: fewer bytes on the bus.
+    if (at::elementSize(target) < x.element_size()) x = x.to(target);
+    const bool final_form =
+        x.scalar_type() == target && !x.is_conj() && !x.is_neg();
+    x = device_to_host(x, o.pin_memory && final_form);
+  }
+  if (x.scalar_type() != target || x.is_conj() || x.is_neg() ||
+      (o.pin_memory && !x.is_pinned())) {
+    x = fresh_copy(x, target, o.pin_memory);
+  } else if (o.copy.value_or(false) && x.is_alias_of(t)) {
+    x = fresh_copy(x, target, o.pin_memory);
+  }
+  return x;
+}
+
+}  // namespace detail
+
+at::Tensor to_host(const at::Tensor& t, const HostOptions& options) {
+  return detail::to_host(t, options, "to_host");
+}
+
+}  // namespace torchbridge

@@ -1,0 +1,6 @@
+#pragma once
+// The one public include of torchbridge's C++ library:
+//   #include <torchbridge/torchbridge.h>
+// See README.md ("C++") and csrc/README.md for the layout.
+
+#include <torchbridge/core.h>  // to_host, coerce, dtype policy, Error

@@ -1,0 +1,68 @@
+#pragma once
+// The NumPy <-> tensor bridge of the Python extension.
+
+#include "numpy.h"
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <torch/csrc/utils/object_ptr.h>
+
+#include <optional>
+
+namespace torchbridge::python {
+
+// Arrays at least this large are copied with the GIL released, so other
+// Python threads run meanwhile; below it the release costs more than it buys.
+constexpr int64_t kReleaseGilBytes = int64_t{1} << 18;
+
+// Releases the GIL for its lifetime (RAII, exception safe).
+class GilRelease {
+ public:
+  explicit GilRelease(bool active = true)
+      : state_(active ? PyEval_SaveThread() : nullptr) {}
+  ~GilRelease() {
+    if (state_) PyEval_RestoreThread(state_);
+  }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
+struct ToTensorOptions {
+  std::optional<at::ScalarType> dtype;
+  std::optional<at::ScalarType> float_dtype = at::kFloat;
+  std::optional<at::Device> device;
+  std::optional<bool> copy;
+  bool pin_memory = false;
+  bool non_blocking = false;
+  bool requires_grad = false;
+};
+
+// tb.to_tensor. Returns a new reference.
+PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o);
+
+// tb.to_numpy; `dtype` is borrowed and may be null. Returns a new reference.
+PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
+                   std::optional<bool> copy);
+
+// An ndarray viewing `t` (a dense CPU tensor) whose base keeps t's storage
+// alive; makes the storage non-resizable so the array's pointer stays valid.
+// Steals `descr`. Returns a new reference.
+PyObject* export_tensor(const at::Tensor& t, PyArray_Descr* descr);
+
+// A tensor viewing `arr`'s memory. With `own`, the tensor holds a reference
+// to `arr`, released GIL-safely when the storage dies; without it the view
+// is borrowed and must not outlive the caller's reference. The layout must
+// be torch-representable (see layout_blocker in to_tensor.cpp).
+at::Tensor wrap_array(PyArrayObject* arr, at::ScalarType st, bool own);
+
+// np.asarray(obj), with a TypeError naming the element of a ragged list.
+// `fresh` tells whether NumPy built new memory (nothing to share).
+THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh);
+
+// Registers the StorageRef type (the base object of exported arrays).
+void init_storage_ref(PyObject* module);
+
+}  // namespace torchbridge::python

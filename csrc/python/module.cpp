@@ -1,0 +1,269 @@
+// torchbridge._C: the Python entry points. The public functions are CPython
+// METH_FASTCALL functions (no pybind11 dispatch, no Python wrapper) because
+// they sit in hot loops; their signatures and types live in
+// torchbridge/_C.pyi.
+
+#define TORCHBRIDGE_NUMPY_IMPORT
+#include "numpy.h"
+
+#include "args.h"
+#include "convert.h"
+#include "dtypes.h"
+#include "pyref.h"
+
+#include "../core/internal.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/Dtype.h>
+#include <torch/csrc/DynamicTypes.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <chrono>
+#include <thread>
+
+#ifndef TORCHBRIDGE_VERSION
+#define TORCHBRIDGE_VERSION "0+unknown"
+#endif
+#ifndef TORCHBRIDGE_BUILT_TORCH
+#define TORCHBRIDGE_BUILT_TORCH "unknown"
+#endif
+#ifndef TORCHBRIDGE_BUILT_NUMPY
+#define TORCHBRIDGE_BUILT_NUMPY "unknown"
+#endif
+#ifndef TORCHBRIDGE_BUILT_CUDA
+#define TORCHBRIDGE_BUILT_CUDA ""
+#endif
+
+namespace torchbridge::python {
+namespace {
+
+std::optional<bool> parse_optional_bool(PyObject* o) {
+  if (!o || o == Py_None) return std::nullopt;
+  return parse_bool(o, false);
+}
+
+PyObject* wrap_dtype(at::ScalarType st) {
+  PyObject* d = reinterpret_cast<PyObject*>(torch::getTHPDtype(st));
+  Py_INCREF(d);
+  return d;
+}
+
+const at::Tensor& tensor_arg(PyObject* o, const char* api) {
+  if (!THPVariable_Check(o)) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s() expects a torch.Tensor, got %s; for arrays use "
+                 "torchbridge.to_tensor() first.",
+                 api, Py_TYPE(o)->tp_name);
+    throw python_error();
+  }
+  return THPVariable_Unpack(o);
+}
+
+PyObject* py_to_tensor(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                       PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<8> sig(
+      "to_tensor",
+      {"obj", "dtype", "float_dtype", "device", "copy", "pin_memory",
+       "non_blocking", "requires_grad"},
+      2, 1);
+  std::array<PyObject*, 8> a;
+  sig.parse(args, nargs, kwnames, a);
+  drain_pending_releases();
+  ToTensorOptions o;
+  o.dtype = parse_torch_dtype(a[1], "to_tensor", "dtype");
+  if (a[2]) o.float_dtype = parse_torch_dtype(a[2], "to_tensor", "float_dtype");
+  o.device = parse_device(a[3], "to_tensor");
+  o.copy = parse_optional_bool(a[4]);
+  o.pin_memory = parse_bool(a[5], false);
+  o.non_blocking = parse_bool(a[6], false);
+  o.requires_grad = parse_bool(a[7], false);
+  return to_tensor(a[0], o);
+  END_HANDLE_TH_ERRORS
+}
+
+PyObject* py_to_numpy(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                      PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<3> sig("to_numpy", {"obj", "dtype", "copy"}, 2, 1);
+  std::array<PyObject*, 3> a;
+  sig.parse(args, nargs, kwnames, a);
+  drain_pending_releases();
+  THPObjectPtr want(reinterpret_cast<PyObject*>(parse_numpy_dtype(a[1], "to_numpy")));
+  return to_numpy(a[0], reinterpret_cast<PyArray_Descr*>(want.get()),
+                  parse_optional_bool(a[2]));
+  END_HANDLE_TH_ERRORS
+}
+
+PyObject* py_to_host(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                     PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<4> sig("to_host",
+                                {"tensor", "dtype", "pin_memory", "copy"}, 2, 1);
+  std::array<PyObject*, 4> a;
+  sig.parse(args, nargs, kwnames, a);
+  drain_pending_releases();
+  const at::Tensor& t = tensor_arg(a[0], "to_host");
+  HostOptions o;
+  o.dtype = parse_torch_dtype(a[1], "to_host", "dtype");
+  o.pin_memory = parse_bool(a[2], false);
+  o.copy = parse_optional_bool(a[3]);
+  at::Tensor r;
+  {
+    GilRelease nogil(t.defined() && (!t.device().is_cpu() ||
+                                     t.nbytes() >= static_cast<size_t>(kReleaseGilBytes)));
+    r = detail::to_host(t, o, "to_host");
+  }
+  if (r.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) {
+    Py_INCREF(a[0]);
+    return a[0];
+  }
+  return THPVariable_Wrap(std::move(r));
+  END_HANDLE_TH_ERRORS
+}
+
+// _policy_dtype(dtype, explicit=None, float_dtype=torch.float32): the float
+// policy for the operators' fake kernels, so Python never re-types the rule.
+PyObject* py_policy_dtype(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                          PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<3> sig("_policy_dtype",
+                                {"dtype", "explicit", "float_dtype"}, 3, 1);
+  std::array<PyObject*, 3> a;
+  sig.parse(args, nargs, kwnames, a);
+  const auto src = parse_torch_dtype(a[0], "_policy_dtype", "dtype");
+  const auto expl = parse_torch_dtype(a[1], "_policy_dtype", "explicit");
+  std::optional<at::ScalarType> fl = at::kFloat;
+  if (a[2]) fl = parse_torch_dtype(a[2], "_policy_dtype", "float_dtype");
+  return wrap_dtype(policy_dtype(*src, expl, fl));
+  END_HANDLE_TH_ERRORS
+}
+
+// _host_dtype(dtype): the dtype to_host produces by default.
+PyObject* py_host_dtype(PyObject*, PyObject* arg) {
+  HANDLE_TH_ERRORS
+  return wrap_dtype(host_dtype(*parse_torch_dtype(arg, "_host_dtype", "dtype")));
+  END_HANDLE_TH_ERRORS
+}
+
+PyObject* py_drain(PyObject*, PyObject*) {
+  drain_pending_releases();
+  Py_RETURN_NONE;
+}
+
+PyObject* py_pending(PyObject*, PyObject*) {
+  return PyLong_FromSize_t(pending_release_count());
+}
+
+// For tests: drops the last C++ reference to `tensor` on a new native thread
+// that never holds the GIL, after `delay_ms`; waits for it with the GIL
+// released. Proves deleters are safe off the interpreter's threads.
+PyObject* py_release_in_native_thread(PyObject*, PyObject* const* args,
+                                      Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  TORCH_CHECK_TYPE(nargs == 2, "_release_in_native_thread(tensor, delay_ms)");
+  at::Tensor t = tensor_arg(args[0], "_release_in_native_thread");
+  const long delay = PyLong_AsLong(args[1]);
+  if (delay == -1 && PyErr_Occurred()) throw python_error();
+  std::thread th([t = std::move(t), delay]() mutable {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+    t.reset();
+  });
+  {
+    GilRelease nogil;
+    th.join();
+  }
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef methods[] = {
+    {"to_tensor", reinterpret_cast<PyCFunction>(py_to_tensor),
+     METH_FASTCALL | METH_KEYWORDS,
+     "to_tensor(obj, dtype=None, *, float_dtype=torch.float32, device=None, "
+     "copy=None, pin_memory=False, non_blocking=False, requires_grad=False)\n"
+     "--\n\n"
+     "Convert one array-like (ndarray, NumPy scalar, list, buffer, tensor) "
+     "to a tensor.\n\n"
+     "Shares the array's memory when that is safe (CPU target, dtype kept, "
+     "writable, native byte order, aligned, non-negative strides), else "
+     "copies. float64 becomes float_dtype (float32) and complex128 its "
+     "complex counterpart unless dtype= says otherwise or float_dtype=None.\n"
+     "copy=True always copies; copy=False never does (raises ValueError "
+     "saying why), and shares read-only arrays.\n"
+     "See README.md and API.md for the full rules."},
+    {"to_numpy", reinterpret_cast<PyCFunction>(py_to_numpy),
+     METH_FASTCALL | METH_KEYWORDS,
+     "to_numpy(obj, dtype=None, *, copy=None)\n--\n\n"
+     "Convert one tensor (or array-like) to an ndarray, whatever the tensor: "
+     "requires_grad (detached), on a device (copied, synchronised), conj/neg "
+     "(resolved), sparse (densified), quantized (dequantized).\n\n"
+     "Shares memory with dense CPU tensors of a NumPy dtype (writes show in "
+     "the tensor). bfloat16/float8 become float32 unless dtype= names an "
+     "ml_dtypes type. copy=True always copies; copy=False raises ValueError "
+     "where a copy is needed."},
+    {"to_host", reinterpret_cast<PyCFunction>(py_to_host),
+     METH_FASTCALL | METH_KEYWORDS,
+     "to_host(tensor, dtype=None, *, pin_memory=False, copy=None)\n--\n\n"
+     "The tensor-side half of to_numpy: a detached, dense CPU tensor with "
+     "conj/neg resolved, in a NumPy-representable dtype unless dtype= says "
+     "otherwise. May return its input when nothing changes."},
+    {"_policy_dtype", reinterpret_cast<PyCFunction>(py_policy_dtype),
+     METH_FASTCALL | METH_KEYWORDS,
+     "_policy_dtype(dtype, explicit=None, float_dtype=torch.float32)\n--\n\n"
+     "The dtype the float policy gives (private)."},
+    {"_host_dtype", py_host_dtype, METH_O,
+     "The dtype to_host produces by default (private)."},
+    {"_drain_releases", py_drain, METH_NOARGS,
+     "Run the queued GIL-less releases now (private)."},
+    {"_pending_releases", py_pending, METH_NOARGS,
+     "How many releases are queued (private)."},
+    {"_release_in_native_thread",
+     reinterpret_cast<PyCFunction>(py_release_in_native_thread), METH_FASTCALL,
+     "Test helper: drop a tensor on a GIL-less native thread (private)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "torchbridge._C",
+    "torchbridge's compiled core: NumPy <-> tensor conversion.", -1, methods,
+};
+
+}  // namespace
+}  // namespace torchbridge::python
+
+PyMODINIT_FUNC PyInit__C() {
+  using namespace torchbridge::python;
+  if (_import_array() < 0) {
+    // Keep NumPy's reason, say what we need.
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_Format(PyExc_ImportError,
+                 "torchbridge could not load NumPy's C API (%S); it needs "
+                 "NumPy >= 1.22.",
+                 value ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return nullptr;
+  }
+  PyObject* m = PyModule_Create(&module_def);
+  if (!m) return nullptr;
+  try {
+    init_storage_ref(m);
+  } catch (const python_error&) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  PyObject* info = Py_BuildValue(
+      "{s:s,s:s,s:s,s:s,s:s}", "version", TORCHBRIDGE_VERSION, "torch",
+      TORCHBRIDGE_BUILT_TORCH, "numpy_headers", TORCHBRIDGE_BUILT_NUMPY,
+      "cuda", TORCHBRIDGE_BUILT_CUDA, "python", PY_VERSION);
+  if (!info || PyModule_AddObject(m, "_build_info", info) < 0) {
+    Py_XDECREF(info);
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}

@@ -1,0 +1,220 @@
+// tensor (or array-like) -> ndarray: tb.to_numpy.
+
+#include "convert.h"
+#include "dtypes.h"
+
+#include "../core/internal.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/SmallVector.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/object_ptr.h>
+
+#include <new>
+
+namespace torchbridge::python {
+namespace {
+
+constexpr const char* kApi = "to_numpy";
+
+// The base object of every exported array: it owns a reference to the
+// tensor's *storage*, not to the tensor, so Tensor.set_() or the tensor's
+// death cannot free memory the array still points at.
+struct StorageRef {
+  PyObject_HEAD
+  c10::Storage storage;
+};
+
+void storage_ref_dealloc(PyObject* self) {
+  // May free a NumPy-backed storage (round trips); its deleter sees the GIL
+  // held and releases at once.
+  reinterpret_cast<StorageRef*>(self)->storage.~Storage();
+  Py_TYPE(self)->tp_free(self);
+}
+
+PyObject* storage_ref_repr(PyObject* self) {
+  const auto& s = reinterpret_cast<StorageRef*>(self)->storage;
+  return PyUnicode_FromFormat("<torchbridge StorageRef: %zu bytes on %s>",
+                              s.nbytes(), s.device().str().c_str());
+}
+
+PyObject* storage_ref_nbytes(PyObject* self, void*) {
+  return PyLong_FromSize_t(reinterpret_cast<StorageRef*>(self)->storage.nbytes());
+}
+
+PyObject* storage_ref_data_ptr(PyObject* self, void*) {
+  return PyLong_FromVoidPtr(
+      reinterpret_cast<StorageRef*>(self)->storage.mutable_data());
+}
+
+PyGetSetDef storage_ref_getset[] = {
+    {"nbytes", storage_ref_nbytes, nullptr, "Size of the storage in bytes.",
+     nullptr},
+    {"data_ptr", storage_ref_data_ptr, nullptr,
+     "Address of the storage's first byte.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyTypeObject StorageRefType = [] {
+  PyTypeObject t{PyVarObject_HEAD_INIT(nullptr, 0)};
+  t.tp_name = "torchbridge._C.StorageRef";
+  t.tp_basicsize = sizeof(StorageRef);
+  t.tp_dealloc = storage_ref_dealloc;
+  t.tp_repr = storage_ref_repr;
+  t.tp_flags = Py_TPFLAGS_DEFAULT;
+  t.tp_doc =
+      "Keeps a tensor's storage alive for the NumPy arrays that view it "
+      "(their .base).";
+  t.tp_getset = storage_ref_getset;
+  return t;
+}();
+
+PyObject* make_storage_ref(const c10::Storage& s) {
+  auto* o = PyObject_New(StorageRef, &StorageRefType);
+  if (!o) throw python_error();
+  new (&o->storage) c10::Storage(s);
+  return reinterpret_cast<PyObject*>(o);
+}
+
+// The shared-memory path applies: a dense CPU tensor with plain bits.
+bool exportable(const at::Tensor& t) {
+  return t.layout() == at::kStrided && t.device().is_cpu() && !t.is_conj() &&
+         !t.is_neg() && !t.is_quantized() && t.has_storage();
+}
+
+// ndarray input (or np.asarray's result) with the dtype/copy rules.
+PyObject* finish_array(THPObjectPtr arr, PyArray_Descr* want,
+                       std::optional<bool> copy, bool fresh) {
+  auto* a = reinterpret_cast<PyArrayObject*>(arr.get());
+  TORCH_CHECK_VALUE(!(copy.has_value() && !*copy && fresh), kApi,
+      "(copy=False): the input has no memory to share (NumPy had to build a "
+      "new array from it, as for Python lists and scalars); pass copy=None.");
+  if (!want || PyArray_EquivTypes(PyArray_DESCR(a), want)) {
+    if (copy.value_or(false) && !fresh) {
+      PyObject* c = PyArray_NewCopy(a, NPY_KEEPORDER);
+      if (!c) throw python_error();
+      return c;
+    }
+    return arr.release();
+  }
+  TORCH_CHECK_VALUE(!(copy.has_value() && !*copy), kApi,
+      "(copy=False): casting the array from ",
+      py_str(reinterpret_cast<PyObject*>(PyArray_DESCR(a))), " to ",
+      py_str(reinterpret_cast<PyObject*>(want)),
+      " needs a copy; pass copy=None.");
+  Py_INCREF(want);
+  PyObject* out = PyArray_NewLikeArray(a, NPY_KEEPORDER, want, 0);
+  if (!out) throw python_error();
+  if (PyArray_CopyInto(reinterpret_cast<PyArrayObject*>(out), a) < 0) {
+    Py_DECREF(out);
+    throw python_error();
+  }
+  return out;
+}
+
+PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
+                          std::optional<bool> copy) {
+  // A requested dtype torch can produce (native byte order) is made by
+  // to_host; anything else (">f4", longdouble, object) is a final NumPy cast.
+  std::optional<at::ScalarType> want_st;
+  bool numpy_cast = false;
+  if (want) {
+    want_st = scalar_type_of(want);
+    if (!want_st || (PyDataType_ELSIZE(want) > 1 &&
+                     !PyArray_ISNBO(want->byteorder))) {
+      want_st.reset();
+      numpy_cast = true;
+    }
+  }
+  // Fast path: share memory, no detach needed (the array reads raw memory).
+  if (!numpy_cast && !copy.value_or(false) && t.defined() && exportable(t)) {
+    const auto st = t.scalar_type();
+    if (want_st ? *want_st == st : has_numpy_dtype(st)) {
+      if (want) Py_INCREF(want);
+      return export_tensor(t, want ? want : descr_of(st));
+    }
+  }
+  TORCH_CHECK_VALUE(!(numpy_cast && copy.has_value() && !*copy), kApi,
+      "(copy=False): dtype=", py_str(reinterpret_cast<PyObject*>(want)),
+      " needs a NumPy cast, which copies; pass copy=None.");
+  HostOptions ho;
+  ho.dtype = want_st;
+  ho.copy = numpy_cast ? std::nullopt : copy;
+  at::Tensor host;
+  {
+    GilRelease nogil(t.defined() && (!t.device().is_cpu() ||
+                                     t.nbytes() >= static_cast<size_t>(kReleaseGilBytes)));
+    host = detail::to_host(t, ho, kApi);
+  }
+  PyArray_Descr* d = nullptr;
+  if (want && !numpy_cast) {
+    Py_INCREF(want);
+    d = want;
+  } else {
+    d = descr_of(host.scalar_type());
+  }
+  TORCH_INTERNAL_ASSERT(d, "to_host produced a dtype NumPy lacks");
+  THPObjectPtr arr(export_tensor(host, d));
+  if (!numpy_cast) return arr.release();
+  return finish_array(std::move(arr), want, std::nullopt, /*fresh=*/true);
+}
+
+}  // namespace
+
+PyObject* export_tensor(const at::Tensor& t, PyArray_Descr* descr) {
+  const int nd = t.dim();
+  c10::SmallVector<npy_intp, 6> dims(nd), strides(nd);
+  const int64_t item = t.element_size();
+  for (int i = 0; i < nd; ++i) {
+    dims[i] = t.size(i);
+    strides[i] = t.stride(i) * item;
+  }
+  void* data = t.numel() > 0 ? t.data_ptr() : nullptr;
+  // With no data NumPy allocates an empty buffer of its own: nothing to share.
+  PyObject* arr = PyArray_NewFromDescr(
+      &PyArray_Type, descr, nd, dims.data(), data ? strides.data() : nullptr,
+      data, data ? NPY_ARRAY_WRITEABLE : 0, nullptr);
+  if (!arr) throw python_error();
+  if (data) {
+    // Resizing would move the memory out from under the array.
+    t.storage().unsafeGetStorageImpl()->set_resizable(false);
+    PyObject* base = make_storage_ref(t.storage());
+    if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(arr), base) < 0) {
+      Py_DECREF(arr);  // SetBaseObject stole `base`
+      throw python_error();
+    }
+  }
+  return arr;
+}
+
+PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
+                   std::optional<bool> copy) {
+  if (THPVariable_Check(obj))
+    return tensor_to_numpy(THPVariable_Unpack(obj), dtype, copy);
+  if (PyArray_Check(obj)) {
+    Py_INCREF(obj);
+    return finish_array(THPObjectPtr(obj), dtype, copy, false);
+  }
+  bool fresh = true;
+  THPObjectPtr a;
+  if (PyArray_IsScalar(obj, Generic)) {
+    a = THPObjectPtr(PyArray_FromScalar(obj, nullptr));
+    if (!a) throw python_error();
+  } else {
+    a = as_array(obj, kApi, fresh);
+  }
+  return finish_array(std::move(a), dtype, copy, fresh);
+}
+
+void init_storage_ref(PyObject* module) {
+  if (PyType_Ready(&StorageRefType) < 0) throw python_error();
+  Py_INCREF(&StorageRefType);
+  if (PyModule_AddObject(module, "StorageRef",
+                         reinterpret_cast<PyObject*>(&StorageRefType)) < 0) {
+    Py_DECREF(&StorageRefType);
+    throw python_error();
+  }
+}
+
+}  // namespace torchbridge::python

@@ -1,0 +1,391 @@
+// ndarray (or array-like) -> tensor: tb.to_tensor.
+
+#include "convert.h"
+#include "dtypes.h"
+#include "pyref.h"
+
+#include "../core/internal.h"
+
+#include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
+#include <c10/core/TensorImpl.h>
+#include <c10/util/SmallVector.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/object_ptr.h>
+
+#include <string>
+#include <vector>
+
+namespace torchbridge::python {
+namespace {
+
+constexpr const char* kApi = "to_tensor";
+
+// Why an array's memory cannot back a tensor as it is.
+enum class Blocker { kNone, kByteOrder, kMisaligned, kNegativeStride, kOddStride };
+
+Blocker layout_blocker(PyArrayObject* arr) {
+  if (PyArray_SIZE(arr) == 0) return Blocker::kNone;  // nothing to read
+  PyArray_Descr* d = PyArray_DESCR(arr);
+  const npy_intp item = PyDataType_ELSIZE(d);
+  if (item > 1 && !PyArray_ISNBO(d->byteorder)) return Blocker::kByteOrder;
+  if (!PyArray_ISALIGNED(arr)) return Blocker::kMisaligned;
+  const int nd = PyArray_NDIM(arr);
+  const npy_intp* dims = PyArray_DIMS(arr);
+  const npy_intp* strides = PyArray_STRIDES(arr);
+  for (int i = 0; i < nd; ++i) {
+    if (dims[i] <= 1) continue;  // the stride of an extent-1 axis is moot
+    if (strides[i] < 0) return Blocker::kNegativeStride;
+    if (strides[i] % item != 0) return Blocker::kOddStride;
+  }
+  return Blocker::kNone;
+}
+
+std::string tuple_str(const npy_intp* v, int n) {
+  std::string s = "(";
+  for (int i = 0; i < n; ++i) {
+    if (i) s += ", ";
+    s += std::to_string(v[i]);
+  }
+  if (n == 1) s += ",";
+  return s + ")";
+}
+
+// The sentence after "... cannot be shared because" for a layout blocker.
+std::string blocker_reason(Blocker b, PyArrayObject* arr) {
+  PyArray_Descr* d = PyArray_DESCR(arr);
+  switch (b) {
+    case Blocker::kByteOrder:
+      return "it is byte-swapped (" + py_str(reinterpret_cast<PyObject*>(d)) +
+             ") and tensors hold native byte order";
+    case Blocker::kMisaligned:
+      return "its data is not aligned to its " +
+             std::to_string(PyDataType_ELSIZE(d)) + "-byte items";
+    case Blocker::kNegativeStride:
+      return "it has negative strides " +
+             tuple_str(PyArray_STRIDES(arr), PyArray_NDIM(arr)) +
+             ", which tensors cannot represent";
+    case Blocker::kOddStride:
+      return "its strides " +
+             tuple_str(PyArray_STRIDES(arr), PyArray_NDIM(arr)) +
+             " are not multiples of its item size (" +
+             std::to_string(PyDataType_ELSIZE(d)) + " bytes)";
+    case Blocker::kNone:
+      break;
+  }
+  return "";
+}
+
+void copy_tensor(const at::Tensor& dst, const at::Tensor& src) {
+  GilRelease nogil(dst.nbytes() >= static_cast<size_t>(kReleaseGilBytes));
+  dst.copy_(src);
+}
+
+// An ndarray viewing `t`'s memory with no base: only for use while `t` is
+// held by the caller.
+THPObjectPtr borrowed_array(const at::Tensor& t) {
+  PyArray_Descr* d = descr_of(t.scalar_type());
+  TORCH_INTERNAL_ASSERT(d, "borrowed_array: no NumPy dtype");
+  const int nd = t.dim();
+  c10::SmallVector<npy_intp, 6> dims(nd), strides(nd);
+  for (int i = 0; i < nd; ++i) {
+    dims[i] = t.size(i);
+    strides[i] = t.stride(i) * t.element_size();
+  }
+  PyObject* a = PyArray_NewFromDescr(&PyArray_Type, d, nd, dims.data(),
+                                     strides.data(), t.data_ptr(),
+                                     NPY_ARRAY_WRITEABLE, nullptr);
+  if (!a) throw python_error();
+  return THPObjectPtr(a);
+}
+
+// Copies `src` into `dst` (same shape, CPU), casting to dst's dtype.
+void copy_array_into(const at::Tensor& dst, PyArrayObject* src) {
+  const auto st = scalar_type_of(PyArray_DESCR(src));
+  if (st && layout_blocker(src) == Blocker::kNone) {
+    copy_tensor(dst, wrap_array(src, *st, /*own=*/false));  // ATen: threaded
+    return;
+  }
+  if (dst.numel() == 0) return;
+  if (has_numpy_dtype(dst.scalar_type())) {
+    // Negative strides, byte swaps, misalignment, long double: NumPy's
+    // casting loops handle them in one pass (and drop the GIL themselves).
+    THPObjectPtr out = borrowed_array(dst);
+    if (PyArray_CopyInto(reinterpret_cast<PyArrayObject*>(out.get()), src) < 0)
+      throw python_error();
+    return;
+  }
+  // The target has no (builtin) NumPy dtype: normalise with NumPy into a
+  // native intermediate first, then cast with ATen.
+  PyArray_Descr* mid =
+      st ? descr_of(*st)
+         : PyArray_DescrFromType(PyTypeNum_ISCOMPLEX(PyArray_TYPE(src))
+                                     ? NPY_CDOUBLE
+                                     : NPY_DOUBLE);
+  THPObjectPtr tmp(PyArray_FromArray(
+      src, mid, NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST | NPY_ARRAY_ENSURECOPY));
+  if (!tmp) throw python_error();
+  auto* t = reinterpret_cast<PyArrayObject*>(tmp.get());
+  copy_tensor(dst, wrap_array(t, *scalar_type_of(PyArray_DESCR(t)), false));
+}
+
+// A fresh tensor holding `arr`'s values in `target`. Keeps the array's
+// memory order when it is dense with non-negative strides (like NumPy's
+// order='K'), else C order.
+at::Tensor copy_array(PyArrayObject* arr, at::ScalarType target, bool pin) {
+  auto opts = at::TensorOptions().dtype(target);
+  if (pin) opts = opts.pinned_memory(true);
+  const auto st = scalar_type_of(PyArray_DESCR(arr));
+  if (st && layout_blocker(arr) == Blocker::kNone) {
+    auto view = wrap_array(arr, *st, /*own=*/false);
+    auto out = at::empty_like(view, opts, at::MemoryFormat::Preserve);
+    copy_tensor(out, view);
+    return out;
+  }
+  const int nd = PyArray_NDIM(arr);
+  std::vector<int64_t> shape(PyArray_DIMS(arr), PyArray_DIMS(arr) + nd);
+  auto out = at::empty(shape, opts);
+  copy_array_into(out, arr);
+  return out;
+}
+
+// The dtype an array converts to, or a TypeError for unsupported dtypes.
+at::ScalarType target_dtype(PyArray_Descr* d, std::optional<at::ScalarType> st,
+                            const ToTensorOptions& o, PyArrayObject* arr) {
+  if (st) return policy_dtype(*st, o.dtype, o.float_dtype);
+  const bool long_double =
+      d->type_num == NPY_LONGDOUBLE || d->type_num == NPY_CLONGDOUBLE;
+  if (long_double && o.dtype) {
+    detail::check_target_dtype(*o.dtype, kApi);
+    return *o.dtype;  // NumPy's cast does the rounding
+  }
+  raise_unsupported_dtype(d, kApi, arr);
+}
+
+at::Tensor array_to_tensor(PyArrayObject* arr, const ToTensorOptions& o,
+                           bool fresh) {
+  PyArray_Descr* d = PyArray_DESCR(arr);
+  const auto st = scalar_type_of(d);
+  const auto target = target_dtype(d, st, o, arr);
+  const bool to_cpu = !o.device || o.device->is_cpu();
+  const bool pin = o.pin_memory && to_cpu;
+
+  // Why the result cannot share the array's memory (empty: it can).
+  std::string why;
+  if (!st || *st != target) {
+    why = "its dtype " + py_str(reinterpret_cast<PyObject*>(d)) +
+          " becomes " + dtype_name(target) +
+          (o.dtype ? "" : " (the float policy; pass float_dtype=None to keep "
+                          "float64)");
+  } else if (!to_cpu) {
+    why = "the result goes to " + o.device->str();
+  } else if (pin) {
+    why = "pin_memory=True needs a copy in page-locked memory";
+  } else if (auto b = layout_blocker(arr); b != Blocker::kNone) {
+    why = blocker_reason(b, arr);
+  }
+  if (o.copy.has_value() && !*o.copy) {
+    TORCH_CHECK_VALUE(!fresh, kApi,
+        "(copy=False): the input has no memory to share (NumPy had to build "
+        "a new array from it, as for Python lists and scalars); pass "
+        "copy=None to let torchbridge copy it.");
+    TORCH_CHECK_VALUE(why.empty(), kApi,
+        "(copy=False): the array's memory cannot be shared because ", why,
+        "; pass copy=None to let torchbridge copy it.");
+    // A read-only array IS shared here: the caller promised not to write.
+    return wrap_array(arr, *st, /*own=*/true);
+  }
+  if (why.empty() && !PyArray_ISWRITEABLE(arr) && PyArray_SIZE(arr) > 0) {
+    why = "read-only";  // shared only on the caller's promise (copy=False)
+  }
+  if (why.empty() && !(o.copy.value_or(false) && !fresh)) {
+    return wrap_array(arr, *st, /*own=*/true);
+  }
+  if (pin) detail::check_pin_available(kApi);
+  if (to_cpu) return copy_array(arr, target, pin);
+
+  // To a device: narrow on the host before the transfer, widen on the
+  // device after it, so fewer bytes cross the bus.
+  const auto device = resolve_device(*o.device);
+  const auto bus_dtype =
+      (st && at::elementSize(target) >= at::elementSize(*st)) ? *st : target;
+  at::Tensor host = (st && bus_dtype == *st &&
+                     layout_blocker(arr) == Blocker::kNone)
+      ? wrap_array(arr, *st, /*own=*/true)  // read in place, no host copy
+      : copy_array(arr, bus_dtype, false);
+  at::Tensor out;
+  {
+    GilRelease nogil;
+    out = detail::move_to_device(host, device, o.non_blocking);
+    if (out.scalar_type() != target) out = out.to(target);
+  }
+  return out;
+}
+
+// A list or tuple whose items are all ndarrays: stacked in one copy.
+bool is_array_sequence(PyObject* obj) {
+  if (!PyList_Check(obj) && !PyTuple_Check(obj)) return false;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+  if (n == 0) return false;
+  for (Py_ssize_t i = 0; i < n; ++i)
+    if (!PyArray_Check(PySequence_Fast_GET_ITEM(obj, i))) return false;
+  return true;
+}
+
+at::Tensor stack_arrays(PyObject* seq, const ToTensorOptions& o) {
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  std::vector<PyArrayObject*> arrays(n);
+  for (Py_ssize_t i = 0; i < n; ++i)
+    arrays[i] = reinterpret_cast<PyArrayObject*>(PySequence_Fast_GET_ITEM(seq, i));
+  const int nd = PyArray_NDIM(arrays[0]);
+  for (Py_ssize_t i = 1; i < n; ++i) {
+    if (!PyArray_SAMESHAPE(arrays[0], arrays[i])) check_not_ragged(seq, kApi);
+  }
+  PyArray_Descr* common = PyArray_ResultType(n, arrays.data(), 0, nullptr);
+  if (!common) throw python_error();
+  THPObjectPtr common_ref(reinterpret_cast<PyObject*>(common));
+  const auto st = scalar_type_of(common);
+  const auto target = target_dtype(common, st, o, nullptr);
+  const bool to_cpu = !o.device || o.device->is_cpu();
+  TORCH_CHECK_VALUE(!(o.copy.has_value() && !*o.copy), kApi,
+      "(copy=False): a list of ", n, " arrays cannot share memory with one "
+      "tensor; stacking them is a copy. Pass copy=None.");
+  const bool pin = o.pin_memory && to_cpu;
+  if (pin) detail::check_pin_available(kApi);
+  // Narrow on the host; widen on the device (see array_to_tensor).
+  const auto host_dtype =
+      (!to_cpu && st && at::elementSize(target) > at::elementSize(*st))
+          ? *st
+          : target;
+  std::vector<int64_t> shape{n};
+  shape.insert(shape.end(), PyArray_DIMS(arrays[0]),
+               PyArray_DIMS(arrays[0]) + nd);
+  auto opts = at::TensorOptions().dtype(host_dtype);
+  if (pin) opts = opts.pinned_memory(true);
+  at::Tensor out = at::empty(shape, opts);
+  for (Py_ssize_t i = 0; i < n; ++i) copy_array_into(out.select(0, i), arrays[i]);
+  if (to_cpu) return out;
+  GilRelease nogil;
+  out = detail::move_to_device(out, resolve_device(*o.device), o.non_blocking);
+  return out.scalar_type() == target ? out : out.to(target);
+}
+
+at::Tensor convert(PyObject* obj, const ToTensorOptions& o) {
+  if (PyArray_Check(obj))
+    return array_to_tensor(reinterpret_cast<PyArrayObject*>(obj), o, false);
+  if (PyArray_IsScalar(obj, Generic)) {
+    THPObjectPtr a(PyArray_FromScalar(obj, nullptr));
+    if (!a) throw python_error();
+    return array_to_tensor(reinterpret_cast<PyArrayObject*>(a.get()), o, true);
+  }
+  if (is_array_sequence(obj)) return stack_arrays(obj, o);
+  bool fresh = false;
+  THPObjectPtr a = as_array(obj, kApi, fresh);
+  return array_to_tensor(reinterpret_cast<PyArrayObject*>(a.get()), o, fresh);
+}
+
+void check_requires_grad_dtype(const at::Tensor& t) {
+  TORCH_CHECK_VALUE(
+      c10::isFloatingType(t.scalar_type()) || c10::isComplexType(t.scalar_type()),
+      kApi, "(requires_grad=True): only floating and complex tensors can "
+      "require gradients, but the result is ", dtype_name(t.scalar_type()),
+      "; pass dtype=torch.float32 (or another floating dtype).");
+}
+
+}  // namespace
+
+at::Tensor wrap_array(PyArrayObject* arr, at::ScalarType st, bool own) {
+  const int nd = PyArray_NDIM(arr);
+  const npy_intp* dims = PyArray_DIMS(arr);
+  const npy_intp* strides = PyArray_STRIDES(arr);
+  const int64_t item = PyArray_ITEMSIZE(arr);
+  const bool empty = PyArray_SIZE(arr) == 0;
+  c10::SmallVector<int64_t, 6> sizes(nd), tstrides(nd);
+  int64_t contiguous = 1;
+  for (int i = nd - 1; i >= 0; --i) {
+    sizes[i] = dims[i];
+    // Extent-0/1 axes (and empty arrays) get C-order strides, so that
+    // is_contiguous() holds wherever NumPy would call the array contiguous.
+    tstrides[i] = (empty || dims[i] <= 1) ? contiguous : strides[i] / item;
+    contiguous *= std::max<int64_t>(dims[i], 1);
+  }
+  const size_t nbytes =
+      empty ? 0 : at::detail::computeStorageNbytes(sizes, tstrides, item);
+  void* data = PyArray_DATA(arr);
+  c10::DataPtr ptr;
+  if (own) {
+    Py_INCREF(arr);  // released by the DataPtr, even if a step below throws
+    ptr = c10::DataPtr(data, arr, &release_pyobject, at::Device(at::kCPU));
+  } else {
+    ptr = c10::DataPtr(data, at::Device(at::kCPU));
+  }
+  c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr),
+                       /*allocator=*/nullptr, /*resizable=*/false);
+  auto t = at::detail::make_tensor<c10::TensorImpl>(
+      std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+      c10::scalarTypeToTypeMeta(st));
+  t.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, tstrides);
+  return t;
+}
+
+// np.asarray(obj), with a TypeError naming the element of a ragged list.
+// `fresh` tells whether NumPy built new memory (nothing to share).
+THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh) {
+  PyObject* a = PyArray_FromAny(obj, nullptr, 0, 0, 0, nullptr);
+  if (!a) {
+    if ((PyList_Check(obj) || PyTuple_Check(obj)) &&
+        PyErr_ExceptionMatches(PyExc_ValueError)) {
+      PyObject *type, *value, *tb;
+      PyErr_Fetch(&type, &value, &tb);
+      try {
+        check_not_ragged(obj, api);
+      } catch (...) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        throw;
+      }
+      PyErr_Restore(type, value, tb);
+    }
+    throw python_error();
+  }
+  auto* arr = reinterpret_cast<PyArrayObject*>(a);
+  // Fresh memory: NumPy's own allocation that nothing else references.
+  fresh = Py_REFCNT(a) == 1 && PyArray_BASE(arr) == nullptr &&
+          PyArray_CHKFLAGS(arr, NPY_ARRAY_OWNDATA) && a != obj;
+  return THPObjectPtr(a);
+}
+
+PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o) {
+  at::Tensor result;
+  if (THPVariable_Check(obj)) {
+    const at::Tensor& t = THPVariable_Unpack(obj);
+    CoerceOptions co;
+    co.dtype = o.dtype;
+    co.float_dtype = o.float_dtype;
+    co.device = o.device;
+    co.non_blocking = o.non_blocking;
+    co.pin_memory = o.pin_memory;
+    co.copy = o.copy;
+    {
+      GilRelease nogil(o.device.has_value() ||
+                       t.nbytes() >= static_cast<size_t>(kReleaseGilBytes));
+      result = detail::coerce(t, co, kApi);
+    }
+    if (!o.requires_grad && result.unsafeGetTensorImpl() ==
+                                t.unsafeGetTensorImpl()) {
+      Py_INCREF(obj);  // nothing changed: the same object, as torch.as_tensor
+      return obj;
+    }
+  } else {
+    result = convert(obj, o);
+  }
+  if (o.requires_grad) {
+    check_requires_grad_dtype(result);
+    result = result.detach().requires_grad_(true);  // a new leaf
+  }
+  return THPVariable_Wrap(std::move(result));
+}
+
+}  // namespace torchbridge::python

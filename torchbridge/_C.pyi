@@ -1,0 +1,52 @@
+# Types of the compiled extension torchbridge._C (the public functions are
+# re-exported by torchbridge/__init__.py).
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+DTypeLike = Union[torch.dtype, np.dtype[Any], type, str]
+DeviceLike = Union[torch.device, str, int]
+
+def to_tensor(
+    obj: Any,
+    dtype: Optional[DTypeLike] = None,
+    *,
+    float_dtype: Optional[DTypeLike] = torch.float32,
+    device: Optional[DeviceLike] = None,
+    copy: Optional[bool] = None,
+    pin_memory: bool = False,
+    non_blocking: bool = False,
+    requires_grad: bool = False,
+) -> torch.Tensor: ...
+def to_numpy(
+    obj: Any,
+    dtype: Optional[DTypeLike] = None,
+    *,
+    copy: Optional[bool] = None,
+) -> np.ndarray: ...
+def to_host(
+    tensor: torch.Tensor,
+    dtype: Optional[DTypeLike] = None,
+    *,
+    pin_memory: bool = False,
+    copy: Optional[bool] = None,
+) -> torch.Tensor: ...
+
+class StorageRef:
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def data_ptr(self) -> int: ...
+
+_build_info: dict[str, str]
+
+def _policy_dtype(
+    dtype: torch.dtype,
+    explicit: Optional[DTypeLike] = None,
+    float_dtype: Optional[DTypeLike] = torch.float32,
+) -> torch.dtype: ...
+def _host_dtype(dtype: torch.dtype) -> torch.dtype: ...
+def _drain_releases() -> None: ...
+def _pending_releases() -> int: ...
+def _release_in_native_thread(tensor: torch.Tensor, delay_ms: int) -> None: ...

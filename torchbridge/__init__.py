@@ -1,0 +1,35 @@
+"""torchbridge: NumPy <-> PyTorch conversion that is safe and zero-copy.
+
+    import torchbridge as tb
+    t = tb.to_tensor(array)        # shares memory when safe; float64 -> float32
+    a = tb.to_numpy(tensor)        # any tensor: grad, GPU, conj, sparse, bf16
+    h = tb.to_host(tensor)         # the tensor-side half of to_numpy
+    tb.tree_to_tensor(batch)       # nested dicts/lists/tuples/dataclasses
+
+The conversion functions are implemented in C++ (torchbridge._C) and called
+directly, without a Python wrapper, because they sit in hot loops; their
+signatures are in torchbridge/_C.pyi. See README.md for the rules.
+"""
+
+import atexit as _atexit
+
+from ._load import load_extension as _load_extension
+from ._version import __version__
+
+_C = _load_extension()
+
+from ._C import to_host, to_numpy, to_tensor  # noqa: E402
+from ._tree import tree_to_numpy, tree_to_tensor  # noqa: E402
+
+# Decrefs queued by tensors freed on threads without the GIL run before the
+# interpreter starts tearing down.
+_atexit.register(_C._drain_releases)
+
+__all__ = [
+    "__version__",
+    "to_host",
+    "to_numpy",
+    "to_tensor",
+    "tree_to_numpy",
+    "tree_to_tensor",
+]
