@@ -53,6 +53,8 @@ def _extensions():
         sys.exit("torchbridge must be built against NumPy >= 2 headers "
                  f"(found {numpy.__version__}); pip install 'numpy>=2' first.")
     macros = [
+        # csrc/ops/meta.cpp: Python uses the fakes of torchbridge/_fake.py.
+        ("TORCHBRIDGE_PYTHON_EXTENSION", "1"),
         ("TORCHBRIDGE_VERSION", f'"{info["version"]}"'),
         ("TORCHBRIDGE_BUILT_TORCH", f'"{info["torch"]}"'),
         ("TORCHBRIDGE_BUILT_NUMPY", f'"{info["numpy_headers"]}"'),

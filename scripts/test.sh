@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Every test: set up (idempotent), then pytest under NumPy 2 and again under
-# NumPy 1.26.4 with the same build (one binary serves both majors).
+# Every test: set up (idempotent), then pytest under NumPy 2, the C++ suite
+# (CTest, plain and sanitized, plus the installed-package consumer), then
+# pytest again under NumPy 1.26.4 with the same build (one binary serves
+# both NumPy majors).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -17,6 +19,8 @@ trap restore_numpy EXIT
 
 echo "== pytest, numpy $numpy2"
 python -m pytest test -q -p no:cacheprovider "$@"
+
+bash scripts/cpp_tests.sh
 
 echo "== pytest, numpy 1.26.4 (same build)"
 python -m pip install -q numpy==1.26.4

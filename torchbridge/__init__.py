@@ -16,7 +16,9 @@ import atexit as _atexit
 from ._load import load_extension as _load_extension
 from ._version import __version__
 
-_C = _load_extension()
+_C = _load_extension()  # also registers the torch.ops.torchbridge operators
+
+from . import _fake  # noqa: E402,F401  (fake kernels, for torch.compile)
 
 from ._C import to_host, to_numpy, to_tensor  # noqa: E402
 from ._tree import tree_to_numpy, tree_to_tensor  # noqa: E402

@@ -8,6 +8,7 @@
 #include <ATen/Context.h>
 #include <c10/util/Exception.h>
 
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -67,12 +68,23 @@ std::string join(const std::vector<std::string>& parts) {
   return s;
 }
 
+// The layout as Python spells it (torch.sparse_coo, not "Sparse").
 std::string layout_name(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.layout();
-  std::string s = os.str();
-  for (auto& c : s) c = static_cast<char>(std::tolower(c));
-  return "torch." + s;
+  switch (t.layout()) {
+    case at::kStrided: return "torch.strided";
+    case at::kSparse: return "torch.sparse_coo";
+    case at::kSparseCsr: return "torch.sparse_csr";
+    case at::kSparseCsc: return "torch.sparse_csc";
+    case at::kSparseBsr: return "torch.sparse_bsr";
+    case at::kSparseBsc: return "torch.sparse_bsc";
+    case at::kMkldnn: return "torch._mkldnn";
+    case at::kJagged: return "torch.jagged";
+    default: {
+      std::ostringstream os;
+      os << t.layout();
+      return os.str();
+    }
+  }
 }
 
 }  // namespace

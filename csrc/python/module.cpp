@@ -14,6 +14,7 @@
 #include "../core/internal.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/Device.h>
 #include <torch/csrc/Dtype.h>
 #include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/Exceptions.h>
@@ -147,6 +148,16 @@ PyObject* py_host_dtype(PyObject*, PyObject* arg) {
   END_HANDLE_TH_ERRORS
 }
 
+// _resolve_device(device): "cuda" -> the current CUDA device, as the kernels
+// resolve it (for the fake kernels).
+PyObject* py_resolve_device(PyObject*, PyObject* arg) {
+  HANDLE_TH_ERRORS
+  const auto d = parse_device(arg, "_resolve_device");
+  TORCH_CHECK_VALUE(d.has_value(), "_resolve_device: device must not be None");
+  return THPDevice_New(resolve_device(*d));
+  END_HANDLE_TH_ERRORS
+}
+
 PyObject* py_drain(PyObject*, PyObject*) {
   drain_pending_releases();
   Py_RETURN_NONE;
@@ -215,6 +226,8 @@ PyMethodDef methods[] = {
      "The dtype the float policy gives (private)."},
     {"_host_dtype", py_host_dtype, METH_O,
      "The dtype to_host produces by default (private)."},
+    {"_resolve_device", py_resolve_device, METH_O,
+     "The device a kernel would use for `device` (private)."},
     {"_drain_releases", py_drain, METH_NOARGS,
      "Run the queued GIL-less releases now (private)."},
     {"_pending_releases", py_pending, METH_NOARGS,

@@ -4,3 +4,4 @@
 // See README.md ("C++") and csrc/README.md for the layout.
 
 #include <torchbridge/core.h>  // to_host, coerce, dtype policy, Error
+#include <torchbridge/ops.h>   // the operators through the dispatcher

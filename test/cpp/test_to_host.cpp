@@ -1,0 +1,154 @@
+// torchbridge::to_host: every tensor kind to a detached dense CPU tensor.
+
+#include <torchbridge/torchbridge.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include "test_util.h"
+
+using torchbridge::HostOptions;
+using torchbridge::to_host;
+using torchbridge::testing::numpy_dtypes;
+
+namespace {
+at::Tensor sample(at::ScalarType t) {
+  // Values that survive every dtype in the map (bool gets 0/1).
+  auto base = at::arange(12, at::kDouble).reshape({3, 4});
+  return t == at::kBool ? (base.remainder(2) == 0) : base.to(t);
+}
+}  // namespace
+
+TEST(ToHost, DenseCpuTensorsOfNumpyDtypesComeBackAsIs) {
+  for (auto t : numpy_dtypes()) {
+    auto x = sample(t);
+    auto h = to_host(x);
+    EXPECT_TRUE(h.is_same(x)) << torchbridge::dtype_name(t);
+  }
+}
+
+TEST(ToHost, RequiresGradIsDetachedWithoutACopy) {
+  auto x = at::arange(4, at::kFloat).requires_grad_();
+  auto h = to_host(x);
+  EXPECT_FALSE(h.requires_grad());
+  EXPECT_TRUE(h.is_alias_of(x));
+  EXPECT_EQ(h.data_ptr(), x.data_ptr());
+}
+
+TEST(ToHost, NonContiguousViewsKeepTheirStrides) {
+  auto x = at::arange(12, at::kFloat).reshape({3, 4}).t();
+  auto h = to_host(x);
+  EXPECT_TRUE(h.is_same(x));
+  EXPECT_EQ(h.strides(), x.strides());
+}
+
+TEST(ToHost, DtypesNumpyLacksBecomeFloat32WithExactValues) {
+  for (auto t : {at::kBFloat16, at::ScalarType::Float8_e4m3fn,
+                 at::ScalarType::Float8_e5m2}) {
+    auto x = at::tensor({0.5, -2.0, 4.0}).to(t);
+    auto h = to_host(x);
+    EXPECT_EQ(h.scalar_type(), at::kFloat);
+    EXPECT_TRUE(at::equal(h, x.to(at::kFloat)));
+  }
+  auto c = at::tensor({1.0, 2.0}).to(at::kComplexFloat).to(at::kComplexHalf);
+  EXPECT_EQ(to_host(c).scalar_type(), at::kComplexFloat);
+}
+
+TEST(ToHost, ConjAndNegBitsAreResolved) {
+  auto z = at::complex(at::tensor({1.0f, 2.0f}), at::tensor({3.0f, -4.0f}));
+  auto conj = z.conj();
+  ASSERT_TRUE(conj.is_conj());
+  auto h = to_host(conj);
+  EXPECT_FALSE(h.is_conj());
+  EXPECT_TRUE(at::equal(h, conj.resolve_conj()));
+  EXPECT_FLOAT_EQ(at::imag(h)[0].item<float>(), -3.0f);
+
+  auto neg = at::tensor({1.0f, -2.0f})._neg_view();
+  ASSERT_TRUE(neg.is_neg());
+  auto hn = to_host(neg);
+  EXPECT_FALSE(hn.is_neg());
+  EXPECT_FLOAT_EQ(hn[0].item<float>(), -1.0f);
+  EXPECT_FLOAT_EQ(hn[1].item<float>(), 2.0f);
+}
+
+TEST(ToHost, SparseTensorsAreDensified) {
+  auto dense = at::tensor({0.0f, 3.0f, 0.0f, 4.0f}).reshape({2, 2});
+  for (auto sparse : {dense.to_sparse(), dense.to_sparse_csr()}) {
+    auto h = to_host(sparse);
+    EXPECT_EQ(h.layout(), at::kStrided);
+    EXPECT_TRUE(at::equal(h, dense));
+  }
+}
+
+TEST(ToHost, QuantizedTensorsAreDequantized) {
+  auto x = at::tensor({0.5f, 1.0f, -1.5f});
+  auto q = at::quantize_per_tensor(x, 0.5, 0, at::kQInt8);
+  auto h = to_host(q);
+  EXPECT_EQ(h.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(h, q.dequantize()));
+}
+
+TEST(ToHost, ExplicitDtypeCasts) {
+  auto x = at::arange(5, at::kFloat);
+  HostOptions o;
+  o.dtype = at::kInt;
+  auto h = to_host(x, o);
+  EXPECT_EQ(h.scalar_type(), at::kInt);
+  EXPECT_EQ(h[4].item<int>(), 4);
+}
+
+TEST(ToHost, CopyTrueAlwaysGivesFreshMemory) {
+  auto x = at::arange(4, at::kFloat);
+  HostOptions o;
+  o.copy = true;
+  auto h = to_host(x, o);
+  EXPECT_FALSE(h.is_alias_of(x));
+  EXPECT_TRUE(at::equal(h, x));
+}
+
+TEST(ToHost, CopyFalseRefusesToCopyAndSaysWhy) {
+  HostOptions o;
+  o.copy = false;
+  EXPECT_THROW_MSG(to_host(at::ones({2}, at::kBFloat16), o), c10::ValueError,
+                   "its dtype torch.bfloat16 becomes float32");
+  EXPECT_THROW_MSG(to_host(at::ones({2}, at::kBFloat16), o), c10::ValueError,
+                   "pass copy=None");
+  auto z = at::ones({2}, at::kComplexFloat).conj();
+  EXPECT_THROW_MSG(to_host(z, o), c10::ValueError, "conjugate bit is set");
+  EXPECT_THROW_MSG(to_host(at::ones({2}).to_sparse(), o), c10::ValueError,
+                   "layout is torch.sparse_coo");
+  auto x = at::ones({2});
+  EXPECT_TRUE(to_host(x, o).is_same(x));  // nothing to copy: allowed
+}
+
+TEST(ToHost, MetaAndUndefinedTensorsAreRefused) {
+  EXPECT_THROW_MSG(to_host(at::empty({2}, at::device(at::kMeta))),
+                   c10::ValueError, "meta tensors have a shape but no data");
+  EXPECT_THROW_MSG(to_host(at::Tensor()), c10::ValueError, "undefined tensor");
+}
+
+TEST(ToHost, QuantizedOrBitsTargetsAreRefused) {
+  HostOptions o;
+  o.dtype = at::kQInt8;
+  EXPECT_THROW_MSG(to_host(at::ones({2}), o), c10::TypeError,
+                   "quantized dtype");
+}
+
+TEST(ToHost, PinMemoryNeedsCuda) {
+  if (at::hasCUDA()) GTEST_SKIP() << "CUDA present";
+  HostOptions o;
+  o.pin_memory = true;
+  EXPECT_THROW_MSG(to_host(at::ones({2}), o), c10::Error,
+                   "pin_memory=True needs a CUDA device");
+}
+
+TEST(ToHost, ZeroDimAndZeroSizeTensors) {
+  auto s = at::scalar_tensor(3.5, at::kBFloat16);
+  auto hs = to_host(s);
+  EXPECT_EQ(hs.dim(), 0);
+  EXPECT_EQ(hs.item<float>(), 3.5f);
+  auto e = at::empty({0, 3}, at::kBFloat16);
+  auto he = to_host(e);
+  EXPECT_EQ(he.sizes(), e.sizes());
+  EXPECT_EQ(he.scalar_type(), at::kFloat);
+}
