@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/util/Exception.h>
 
@@ -82,10 +83,24 @@ at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
   if (x.is_quantized() && !c10::isQIntType(target)) x = x.dequantize();
   if (move) {
     // Narrow before the transfer, widen after it: fewer bytes on the bus.
-    if (at::elementSize(target) < x.element_size()) x = x.to(target);
-    x = device.is_cpu() && !x.is_meta()
-            ? device_to_host(x, unpinned && x.scalar_type() == target)
-            : move_to_device(x, device, o.non_blocking);
+    if (!x.is_cpu() && at::elementSize(target) < x.element_size())
+      x = x.to(target);
+    if (x.requires_grad() && at::GradMode::is_enabled()) {
+      // Keep the autograd graph, as Tensor.to does (the engine's in-place
+      // chunk copies are not meant to be differentiated through).
+      x = x.to(device, x.scalar_type(), o.non_blocking);
+    } else if (device.is_cpu() && !x.is_meta()) {
+      if (x.is_conj()) x = x.resolve_conj();
+      if (x.is_neg()) x = x.resolve_neg();
+      x = device_to_host(x, target, unpinned);
+    } else if (x.is_cpu() && !x.is_meta()) {
+      // The staging copy on the host does the (narrowing) cast for free.
+      const auto bus = at::elementSize(target) < x.element_size()
+                           ? target : x.scalar_type();
+      x = host_to_device(x, bus, device, o.non_blocking);
+    } else {
+      x = move_to_device(x, device, o.non_blocking);
+    }
   }
   if (unpinned && !x.is_pinned()) {
     x = fresh_copy(x, target, true);  // cast and pin in one pass

@@ -4,11 +4,26 @@
 
 #include <torchbridge/core.h>
 
+#include <vector>
+
 namespace torchbridge::detail {
 
 // `api` is the entry point users called ("to_numpy", "coerce"); every error
 // message starts with it.
 at::Tensor to_host(const at::Tensor& t, const HostOptions& o, const char* api);
+
+// to_host in two halves, for the batched transfer of many tensors:
+// plan_host validates (all errors happen here), detaches, densifies,
+// dequantizes, and on a device narrows and resolves conj/neg, returning
+// the tensor to move and the final dtype; finish_host takes the moved (or
+// CPU) tensor to that dtype and applies pin/copy.
+struct HostPlan {
+  at::Tensor tensor;
+  at::ScalarType target;
+};
+HostPlan plan_host(const at::Tensor& t, const HostOptions& o, const char* api);
+at::Tensor finish_host(const at::Tensor& t, at::Tensor moved,
+                       at::ScalarType target, const HostOptions& o);
 at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o, const char* api);
 
 // Throws ValueError unless `t` holds readable data (defined, not meta, not
@@ -26,14 +41,43 @@ void check_target_dtype(at::ScalarType t, const char* api);
 // `pin` is set. Resolves conj/neg bits. Records autograd like copy_.
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin);
 
-// Copies a device tensor to the host, complete on return, into page-locked
-// memory when `pin` is set. Keeps dtype and (dense) layout. The transfer
-// engine's one entry for device -> host.
-at::Tensor device_to_host(const at::Tensor& src, bool pin);
+// The transfer engine (transfer.cpp). Knobs are private: set by benchmarks
+// to sweep them; the defaults come from measurements on an H100 (README).
+struct TransferTuning {
+  int64_t chunk_bytes = int64_t{8} << 20;         // pipelined chunk size
+  int64_t min_chunked_bytes = int64_t{32} << 20;  // H2D: chunk from here up
+  // D2H: from here up, stream through two pinned chunks into pageable
+  // memory instead of landing in (cached) pinned memory.
+  int64_t d2h_chunked_min_bytes = int64_t{1} << 62;
+};
+TransferTuning& transfer_tuning();
 
-// Moves `src` to `device` (any direction) keeping its dtype; with
-// `non_blocking` the call may return before the copy is done.
+// A CPU tensor to `device` as `bus_dtype` (the cast runs on the host, in
+// the staging copy). With `non_blocking` it returns once the copies are
+// enqueued on the device's current stream; the source may change or die
+// at once. Keeps dense layouts.
+at::Tensor host_to_device(const at::Tensor& src, at::ScalarType bus_dtype,
+                          at::Device device, bool non_blocking);
+
+// A device tensor (conj/neg already resolved) to the host as `host_dtype`,
+// complete on return; in pinned memory when `pin` is set (and by default
+// for CUDA, below the chunked threshold).
+at::Tensor device_to_host(const at::Tensor& src, at::ScalarType host_dtype,
+                          bool pin);
+
+// Moves `src` to `device` keeping its dtype (staged for CPU -> CUDA).
 at::Tensor move_to_device(const at::Tensor& src, at::Device device,
                           bool non_blocking);
+
+// Many CPU tensors to one device in one transfer: packed into one pinned
+// buffer (64-byte aligned slots, cast to bus[i] while packing), one copy,
+// and contiguous views of one device buffer on the far side.
+std::vector<at::Tensor> host_to_device_batch(
+    const std::vector<at::Tensor>& srcs, const std::vector<at::ScalarType>& bus,
+    at::Device device, bool non_blocking);
+
+// Many tensors of one device to the host in one transfer (one concatenating
+// kernel, one copy, one wait): contiguous views of one pinned buffer.
+std::vector<at::Tensor> device_to_host_batch(const std::vector<at::Tensor>& srcs);
 
 }  // namespace torchbridge::detail

@@ -89,7 +89,7 @@ std::string layout_name(const at::Tensor& t) {
 
 }  // namespace
 
-at::Tensor to_host(const at::Tensor& t, const HostOptions& o, const char* api) {
+HostPlan plan_host(const at::Tensor& t, const HostOptions& o, const char* api) {
   check_has_data(t, api);
   const bool dense = t.layout() == at::kStrided;
   const bool quantized = t.is_quantized();
@@ -126,11 +126,16 @@ at::Tensor to_host(const at::Tensor& t, const HostOptions& o, const char* api) {
   if (quantized) x = x.dequantize();
   if (on_device) {
     // Narrow before leaving the device, widen after: fewer bytes on the bus.
+    // Conj/neg bits are resolved on the device, so the bus moves plain data.
     if (at::elementSize(target) < x.element_size()) x = x.to(target);
-    const bool final_form =
-        x.scalar_type() == target && !x.is_conj() && !x.is_neg();
-    x = device_to_host(x, o.pin_memory && final_form);
+    if (x.is_conj()) x = x.resolve_conj();
+    if (x.is_neg()) x = x.resolve_neg();
   }
+  return {x, target};
+}
+
+at::Tensor finish_host(const at::Tensor& t, at::Tensor x, at::ScalarType target,
+                       const HostOptions& o) {
   if (x.scalar_type() != target || x.is_conj() || x.is_neg() ||
       (o.pin_memory && !x.is_pinned())) {
     x = fresh_copy(x, target, o.pin_memory);
@@ -138,6 +143,12 @@ at::Tensor to_host(const at::Tensor& t, const HostOptions& o, const char* api) {
     x = fresh_copy(x, target, o.pin_memory);
   }
   return x;
+}
+
+at::Tensor to_host(const at::Tensor& t, const HostOptions& o, const char* api) {
+  auto [x, target] = plan_host(t, o, api);
+  if (!x.device().is_cpu()) x = device_to_host(x, target, o.pin_memory);
+  return finish_host(t, std::move(x), target, o);
 }
 
 }  // namespace detail

@@ -58,6 +58,27 @@ PyObject* export_tensor(const at::Tensor& t, PyArray_Descr* descr);
 // be torch-representable (see layout_blocker in to_tensor.cpp).
 at::Tensor wrap_array(PyArrayObject* arr, at::ScalarType st, bool own);
 
+// The dtype an array converts to under `o` (TypeError when none).
+at::ScalarType target_dtype(PyArray_Descr* d, std::optional<at::ScalarType> st,
+                            const ToTensorOptions& o, PyArrayObject* arr);
+
+// What crosses the bus for an array bound for `device`: a CPU tensor (a
+// zero-copy view of the array when its layout allows, else a copy NumPy
+// normalised, pinned when `pin_copies` and the device is CUDA) and the dtype
+// to send it in (the target when that narrows, else the array's own).
+struct HostSource {
+  at::Tensor host;
+  at::ScalarType bus;
+};
+HostSource host_source(PyArrayObject* arr, at::ScalarType target,
+                       at::Device device, bool pin_copies);
+
+// Batched conversions for tree_to_tensor / tree_to_numpy (batch.cpp):
+// `leaves` is a list; returns a list of the same length.
+PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o);
+PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* dtype,
+                         std::optional<bool> copy);
+
 // np.asarray(obj), with a TypeError naming the element of a ragged list.
 // `fresh` tells whether NumPy built new memory (nothing to share).
 THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh);

@@ -61,6 +61,18 @@ const at::Tensor& tensor_arg(PyObject* o, const char* api) {
   return THPVariable_Unpack(o);
 }
 
+ToTensorOptions parse_to_tensor_options(const std::array<PyObject*, 8>& a) {
+  ToTensorOptions o;
+  o.dtype = parse_torch_dtype(a[1], "to_tensor", "dtype");
+  if (a[2]) o.float_dtype = parse_torch_dtype(a[2], "to_tensor", "float_dtype");
+  o.device = parse_device(a[3], "to_tensor");
+  o.copy = parse_optional_bool(a[4]);
+  o.pin_memory = parse_bool(a[5], false);
+  o.non_blocking = parse_bool(a[6], false);
+  o.requires_grad = parse_bool(a[7], false);
+  return o;
+}
+
 PyObject* py_to_tensor(PyObject*, PyObject* const* args, Py_ssize_t nargs,
                        PyObject* kwnames) {
   HANDLE_TH_ERRORS
@@ -72,14 +84,7 @@ PyObject* py_to_tensor(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   std::array<PyObject*, 8> a;
   sig.parse(args, nargs, kwnames, a);
   drain_pending_releases();
-  ToTensorOptions o;
-  o.dtype = parse_torch_dtype(a[1], "to_tensor", "dtype");
-  if (a[2]) o.float_dtype = parse_torch_dtype(a[2], "to_tensor", "float_dtype");
-  o.device = parse_device(a[3], "to_tensor");
-  o.copy = parse_optional_bool(a[4]);
-  o.pin_memory = parse_bool(a[5], false);
-  o.non_blocking = parse_bool(a[6], false);
-  o.requires_grad = parse_bool(a[7], false);
+  const auto o = parse_to_tensor_options(a);
   return to_tensor(a[0], o);
   END_HANDLE_TH_ERRORS
 }
@@ -121,6 +126,72 @@ PyObject* py_to_host(PyObject*, PyObject* const* args, Py_ssize_t nargs,
     return a[0];
   }
   return THPVariable_Wrap(std::move(r));
+  END_HANDLE_TH_ERRORS
+}
+
+// _to_tensor_batch(leaves, ...same keywords as to_tensor; device required):
+// the coalesced transfer behind tree_to_tensor(device=...).
+PyObject* py_to_tensor_batch(PyObject*, PyObject* const* args,
+                             Py_ssize_t nargs, PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<8> sig(
+      "_to_tensor_batch",
+      {"leaves", "dtype", "float_dtype", "device", "copy", "pin_memory",
+       "non_blocking", "requires_grad"},
+      2, 1);
+  std::array<PyObject*, 8> a;
+  sig.parse(args, nargs, kwnames, a);
+  drain_pending_releases();
+  const auto o = parse_to_tensor_options(a);
+  TORCH_CHECK_VALUE(o.device.has_value(), "_to_tensor_batch needs device=");
+  return to_tensor_batch(a[0], o);
+  END_HANDLE_TH_ERRORS
+}
+
+// _to_numpy_batch(leaves, dtype=None, *, copy=None): the coalesced transfer
+// behind tree_to_numpy for CUDA leaves.
+PyObject* py_to_numpy_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                            PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<3> sig("_to_numpy_batch", {"leaves", "dtype", "copy"},
+                                2, 1);
+  std::array<PyObject*, 3> a;
+  sig.parse(args, nargs, kwnames, a);
+  drain_pending_releases();
+  THPObjectPtr want(
+      reinterpret_cast<PyObject*>(parse_numpy_dtype(a[1], "to_numpy")));
+  return to_numpy_batch(a[0], reinterpret_cast<PyArray_Descr*>(want.get()),
+                        parse_optional_bool(a[2]));
+  END_HANDLE_TH_ERRORS
+}
+
+// _transfer_tuning(chunk_bytes=None, min_chunked_bytes=None,
+// d2h_chunked_min_bytes=None) -> the settings after the change. For
+// benchmarks that sweep the transfer engine's knobs.
+PyObject* py_transfer_tuning(PyObject*, PyObject* const* args,
+                             Py_ssize_t nargs, PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<3> sig(
+      "_transfer_tuning",
+      {"chunk_bytes", "min_chunked_bytes", "d2h_chunked_min_bytes"}, 3, 0);
+  std::array<PyObject*, 3> a;
+  sig.parse(args, nargs, kwnames, a);
+  auto& t = detail::transfer_tuning();
+  int64_t* fields[3] = {&t.chunk_bytes, &t.min_chunked_bytes,
+                        &t.d2h_chunked_min_bytes};
+  for (int i = 0; i < 3; ++i) {
+    if (!a[i] || a[i] == Py_None) continue;
+    const long long v = PyLong_AsLongLong(a[i]);
+    if (v == -1 && PyErr_Occurred()) throw python_error();
+    TORCH_CHECK_VALUE(v > 0, "_transfer_tuning: values must be positive");
+    *fields[i] = v;
+  }
+  return Py_BuildValue("{s:L,s:L,s:L}", "chunk_bytes",
+                       static_cast<long long>(t.chunk_bytes),
+                       "min_chunked_bytes",
+                       static_cast<long long>(t.min_chunked_bytes),
+                       "d2h_chunked_min_bytes",
+                       static_cast<long long>(t.d2h_chunked_min_bytes));
   END_HANDLE_TH_ERRORS
 }
 
@@ -220,6 +291,15 @@ PyMethodDef methods[] = {
      "The tensor-side half of to_numpy: a detached, dense CPU tensor with "
      "conj/neg resolved, in a NumPy-representable dtype unless dtype= says "
      "otherwise. May return its input when nothing changes."},
+    {"_to_tensor_batch", reinterpret_cast<PyCFunction>(py_to_tensor_batch),
+     METH_FASTCALL | METH_KEYWORDS,
+     "Coalesced to_tensor of a list of leaves to one device (private)."},
+    {"_to_numpy_batch", reinterpret_cast<PyCFunction>(py_to_numpy_batch),
+     METH_FASTCALL | METH_KEYWORDS,
+     "Coalesced to_numpy of a list of leaves (private)."},
+    {"_transfer_tuning", reinterpret_cast<PyCFunction>(py_transfer_tuning),
+     METH_FASTCALL | METH_KEYWORDS,
+     "Read or set the transfer engine's knobs (private)."},
     {"_policy_dtype", reinterpret_cast<PyCFunction>(py_policy_dtype),
      METH_FASTCALL | METH_KEYWORDS,
      "_policy_dtype(dtype, explicit=None, float_dtype=torch.float32)\n--\n\n"

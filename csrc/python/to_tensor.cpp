@@ -151,6 +151,8 @@ at::Tensor copy_array(PyArrayObject* arr, at::ScalarType target, bool pin) {
 }
 
 // The dtype an array converts to, or a TypeError for unsupported dtypes.
+}  // namespace
+
 at::ScalarType target_dtype(PyArray_Descr* d, std::optional<at::ScalarType> st,
                             const ToTensorOptions& o, PyArrayObject* arr) {
   if (st) return policy_dtype(*st, o.dtype, o.float_dtype);
@@ -162,6 +164,8 @@ at::ScalarType target_dtype(PyArray_Descr* d, std::optional<at::ScalarType> st,
   }
   raise_unsupported_dtype(d, kApi, arr);
 }
+
+namespace {
 
 at::Tensor array_to_tensor(PyArrayObject* arr, const ToTensorOptions& o,
                            bool fresh) {
@@ -205,22 +209,15 @@ at::Tensor array_to_tensor(PyArrayObject* arr, const ToTensorOptions& o,
   if (pin) detail::check_pin_available(kApi);
   if (to_cpu) return copy_array(arr, target, pin);
 
-  // To a device: narrow on the host before the transfer, widen on the
-  // device after it, so fewer bytes cross the bus.
   const auto device = resolve_device(*o.device);
-  const auto bus_dtype =
-      (st && at::elementSize(target) >= at::elementSize(*st)) ? *st : target;
-  at::Tensor host = (st && bus_dtype == *st &&
-                     layout_blocker(arr) == Blocker::kNone)
-      ? wrap_array(arr, *st, /*own=*/true)  // read in place, no host copy
-      : copy_array(arr, bus_dtype, false);
+  HostSource src = host_source(arr, target, device, /*pin_copies=*/true);
   at::Tensor out;
   {
     GilRelease nogil;
-    out = detail::move_to_device(host, device, o.non_blocking);
-    if (out.scalar_type() != target) out = out.to(target);
+    out = detail::host_to_device(src.host, src.bus, device, o.non_blocking);
+    if (out.scalar_type() != target) out = out.to(target);  // widen on device
   }
-  return out;
+  return out;  // `src` (which may own the array) dies with the GIL held
 }
 
 // A list or tuple whose items are all ndarrays: stacked in one copy.
@@ -261,13 +258,16 @@ at::Tensor stack_arrays(PyObject* seq, const ToTensorOptions& o) {
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), PyArray_DIMS(arrays[0]),
                PyArray_DIMS(arrays[0]) + nd);
+  const auto device = to_cpu ? at::Device(at::kCPU) : resolve_device(*o.device);
   auto opts = at::TensorOptions().dtype(host_dtype);
-  if (pin) opts = opts.pinned_memory(true);
+  // Stack straight into pinned memory when it is going to CUDA: one copy on
+  // the host, then one DMA.
+  if (pin || device.is_cuda()) opts = opts.pinned_memory(true);
   at::Tensor out = at::empty(shape, opts);
   for (Py_ssize_t i = 0; i < n; ++i) copy_array_into(out.select(0, i), arrays[i]);
   if (to_cpu) return out;
   GilRelease nogil;
-  out = detail::move_to_device(out, resolve_device(*o.device), o.non_blocking);
+  out = detail::move_to_device(out, device, o.non_blocking);
   return out.scalar_type() == target ? out : out.to(target);
 }
 
@@ -355,6 +355,21 @@ THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh) {
   fresh = Py_REFCNT(a) == 1 && PyArray_BASE(arr) == nullptr &&
           PyArray_CHKFLAGS(arr, NPY_ARRAY_OWNDATA) && a != obj;
   return THPObjectPtr(a);
+}
+
+HostSource host_source(PyArrayObject* arr, at::ScalarType target,
+                       at::Device device, bool pin_copies) {
+  const auto st = scalar_type_of(PyArray_DESCR(arr));
+  // Narrow on the host (in the staging copy) before the transfer, widen on
+  // the device after it, so fewer bytes cross the bus.
+  const auto bus =
+      (st && at::elementSize(target) >= at::elementSize(*st)) ? *st : target;
+  if (st && layout_blocker(arr) == Blocker::kNone) {
+    return {wrap_array(arr, *st, /*own=*/true), bus};  // read in place
+  }
+  // Byte-swapped, negative strides, misaligned, long double: NumPy
+  // normalises it, straight into pinned memory when bound for CUDA.
+  return {copy_array(arr, bus, pin_copies && device.is_cuda()), bus};
 }
 
 PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o) {
