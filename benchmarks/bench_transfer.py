@@ -133,24 +133,36 @@ def sweep_rows(sizes, repeat):
     try:
         for nbytes in sizes:
             a = np.random.rand(nbytes // 4).astype(np.float32)
-            t = torch.rand(nbytes // 4, device="cuda")
-            for chunk in (2 * MB, 4 * MB, 8 * MB, 16 * MB, 32 * MB):
-                tb._C._transfer_tuning(chunk_bytes=chunk, min_chunked_bytes=min(chunk * 2, nbytes))
+            for stream_copy in (True, False):
+                for chunk in (2 * MB, 4 * MB, 8 * MB, 16 * MB, 32 * MB):
+                    for slots in (2, 3, 4):
+                        tb._C._transfer_tuning(chunk_bytes=chunk, min_chunked_bytes=chunk,
+                                               ring_slots=slots, stream_copy=stream_copy)
+                        up = timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)
+                        rows.append({"size": nbytes, "chunk": chunk, "slots": slots,
+                                     "stream_copy": stream_copy, "up_GBps": gbps(nbytes, up)})
+                tb._C._transfer_tuning(min_chunked_bytes=1 << 62, stream_copy=stream_copy)
                 up = timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)
-                tb._C._transfer_tuning(d2h_chunked_min_bytes=1)
-                down_chunked = timeit(lambda: tb.to_numpy(t), repeat=repeat)
-                rows.append({"size": nbytes, "chunk": chunk, "up_GBps": gbps(nbytes, up),
-                             "down_chunked_GBps": gbps(nbytes, down_chunked)})
-                tb._C._transfer_tuning(**saved)
+                rows.append({"size": nbytes, "chunk": "unchunked", "slots": 1,
+                             "stream_copy": stream_copy, "up_GBps": gbps(nbytes, up)})
             tb._C._transfer_tuning(**saved)
-            tb._C._transfer_tuning(min_chunked_bytes=1 << 62)
-            rows.append({"size": nbytes, "chunk": "unchunked",
-                         "up_GBps": gbps(nbytes, timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)),
-                         "down_chunked_GBps": None})
-            tb._C._transfer_tuning(**saved)
-            del a, t
+            del a
     finally:
         tb._C._transfer_tuning(**saved)
+    return rows
+
+
+def host_copy_rows(sizes, repeat):
+    """The host-side ceiling: pageable -> pinned copies, no GPU involved."""
+    rows = []
+    for nbytes in sizes:
+        a = np.random.rand(nbytes // 4).astype(np.float32)
+        src = torch.from_numpy(a)
+        dst = torch.empty(src.shape, pin_memory=True)
+        torch_copy = timeit(lambda: dst.copy_(src), repeat=repeat)
+        np_copy = timeit(lambda: np.copyto(dst.numpy(), a), repeat=repeat)
+        rows.append({"size": nbytes, "torch_copy_GBps": gbps(nbytes, torch_copy),
+                     "numpy_copyto_GBps": gbps(nbytes, np_copy)})
     return rows
 
 
@@ -171,13 +183,19 @@ def to_markdown(res) -> str:
     out.append("|---|---|---|---|")
     for r in res["tree"]:
         out.append(f"| {r['what']} | {r['naive_us']:.0f} | {r['ours_us']:.0f} | {r['ours_vs_naive']:.1f}x |")
+    if res.get("host_copy"):
+        out.append("\n| host copy pageable -> pinned | torch copy_ GB/s | np.copyto GB/s |")
+        out.append("|---|---|---|")
+        for r in res["host_copy"]:
+            out.append(f"| {fmt_bytes(r['size'])} | {r['torch_copy_GBps']:.1f} | "
+                       f"{r['numpy_copyto_GBps']:.1f} |")
     if res.get("sweep"):
-        out.append("\n| sweep size | chunk | upload GB/s | chunked download GB/s |")
-        out.append("|---|---|---|---|")
+        out.append("\n| sweep size | stream copy | chunk | ring slots | upload GB/s |")
+        out.append("|---|---|---|---|---|")
         for r in res["sweep"]:
             c = r["chunk"] if isinstance(r["chunk"], str) else fmt_bytes(r["chunk"])
-            d = "-" if r["down_chunked_GBps"] is None else f"{r['down_chunked_GBps']:.1f}"
-            out.append(f"| {fmt_bytes(r['size'])} | {c} | {r['up_GBps']:.1f} | {d} |")
+            out.append(f"| {fmt_bytes(r['size'])} | {r['stream_copy']} | {c} | "
+                       f"{r['slots']} | {r['up_GBps']:.1f} |")
     return "\n".join(out)
 
 
@@ -199,6 +217,7 @@ def main(argv=None) -> int:
     res["cast_upload"] = cast_upload_rows([s for s in sizes if s >= MB], args.repeat)
     res["download"] = download_rows(sizes, args.repeat)
     res["tree"] = tree_rows(max(args.repeat, 20))
+    res["host_copy"] = host_copy_rows([s for s in sizes if s >= 16 * MB], args.repeat)
     if args.sweep:
         res["sweep"] = sweep_rows([s for s in sizes if s >= 16 * MB], args.repeat)
     md = to_markdown(res)

@@ -83,8 +83,7 @@ at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
   if (x.is_quantized() && !c10::isQIntType(target)) x = x.dequantize();
   if (move) {
     // Narrow before the transfer, widen after it: fewer bytes on the bus.
-    if (!x.is_cpu() && at::elementSize(target) < x.element_size())
-      x = x.to(target);
+    if (!x.is_cpu()) x = x.to(bus_dtype(x.scalar_type(), target));
     if (x.requires_grad() && at::GradMode::is_enabled()) {
       // Keep the autograd graph, as Tensor.to does (the engine's in-place
       // chunk copies are not meant to be differentiated through).
@@ -95,9 +94,8 @@ at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
       x = device_to_host(x, target, unpinned);
     } else if (x.is_cpu() && !x.is_meta()) {
       // The staging copy on the host does the (narrowing) cast for free.
-      const auto bus = at::elementSize(target) < x.element_size()
-                           ? target : x.scalar_type();
-      x = host_to_device(x, bus, device, o.non_blocking);
+      x = host_to_device(x, bus_dtype(x.scalar_type(), target), device,
+                         o.non_blocking);
     } else {
       x = move_to_device(x, device, o.non_blocking);
     }

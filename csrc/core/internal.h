@@ -41,14 +41,20 @@ void check_target_dtype(at::ScalarType t, const char* api);
 // `pin` is set. Resolves conj/neg bits. Records autograd like copy_.
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin);
 
+// The dtype that crosses the bus when `from` must become `to`: the target
+// when the cast narrows (it runs before the transfer), else the source's own
+// (a widening cast runs after it). Fewer bytes on the bus either way.
+inline at::ScalarType bus_dtype(at::ScalarType from, at::ScalarType to) {
+  return c10::elementSize(to) < c10::elementSize(from) ? to : from;
+}
+
 // The transfer engine (transfer.cpp). Knobs are private: set by benchmarks
 // to sweep them; the defaults come from measurements on an H100 (README).
 struct TransferTuning {
-  int64_t chunk_bytes = int64_t{8} << 20;         // pipelined chunk size
-  int64_t min_chunked_bytes = int64_t{32} << 20;  // H2D: chunk from here up
-  // D2H: from here up, stream through two pinned chunks into pageable
-  // memory instead of landing in (cached) pinned memory.
-  int64_t d2h_chunked_min_bytes = int64_t{1} << 62;
+  int64_t chunk_bytes = int64_t{8} << 20;        // pipelined chunk size
+  int64_t min_chunked_bytes = int64_t{8} << 20;  // H2D: chunk from here up
+  int64_t ring_slots = 3;                         // pinned staging buffers
+  bool stream_copy = true;  // streaming-store memcpy into staging buffers
 };
 TransferTuning& transfer_tuning();
 
@@ -60,8 +66,8 @@ at::Tensor host_to_device(const at::Tensor& src, at::ScalarType bus_dtype,
                           at::Device device, bool non_blocking);
 
 // A device tensor (conj/neg already resolved) to the host as `host_dtype`,
-// complete on return; in pinned memory when `pin` is set (and by default
-// for CUDA, below the chunked threshold).
+// complete on return. CUDA copies land in pinned memory (PyTorch's caching
+// host allocator); `pin` also keeps a host-side cast's result pinned.
 at::Tensor device_to_host(const at::Tensor& src, at::ScalarType host_dtype,
                           bool pin);
 

@@ -127,7 +127,7 @@ HostPlan plan_host(const at::Tensor& t, const HostOptions& o, const char* api) {
   if (on_device) {
     // Narrow before leaving the device, widen after: fewer bytes on the bus.
     // Conj/neg bits are resolved on the device, so the bus moves plain data.
-    if (at::elementSize(target) < x.element_size()) x = x.to(target);
+    x = x.to(bus_dtype(x.scalar_type(), target));
     if (x.is_conj()) x = x.resolve_conj();
     if (x.is_neg()) x = x.resolve_neg();
   }

@@ -8,8 +8,7 @@
 // the stream on each pinned block, so a block is reused only after its DMA
 // finished: the source may change or die as soon as we return.
 // CUDA -> host: into pinned memory (async DMA, then a wait on the current
-// stream only); large copies can instead stream through two pinned chunks
-// into pageable memory, fusing the host-side cast.
+// stream only).
 //
 // Only device-generic c10 interfaces are used (pinned allocation through
 // TensorOptions, c10::Stream / c10::Event), so this compiles with every
@@ -22,8 +21,17 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
 
 namespace torchbridge::detail {
 
@@ -64,6 +72,85 @@ int64_t rows_per_chunk(const at::Tensor& out, int64_t chunk_bytes) {
 
 }  // namespace
 
+namespace {
+
+// memcpy with non-temporal (streaming) stores: the staging buffer is written
+// once and read by the DMA engine, so caching it would only add
+// read-for-ownership traffic to a copy that is already memory-bound.
+void stream_copy(char* dst, const char* src, size_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (reinterpret_cast<uintptr_t>(dst) % 16 == 0 && n >= 4096) {
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+      const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), a);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), d);
+    }
+    _mm_sfence();  // order the streaming stores before the DMA is enqueued
+    std::memcpy(dst + i, src + i, n - i);
+    return;
+  }
+#endif
+  std::memcpy(dst, src, n);
+}
+
+// Fills a staging chunk: a straight (parallel, streaming) copy when no cast
+// or bit resolution is needed, else ATen's copy_ (parallel, casting).
+void fill_stage(const at::Tensor& stage, const at::Tensor& src) {
+  if (src.scalar_type() == stage.scalar_type() && src.is_contiguous() &&
+      !src.is_conj() && !src.is_neg() && transfer_tuning().stream_copy) {
+    auto* d = static_cast<char*>(stage.data_ptr());
+    const auto* s = static_cast<const char*>(src.const_data_ptr());
+    const int64_t n = static_cast<int64_t>(src.nbytes());
+    constexpr int64_t kBlock = int64_t{256} << 10;  // per task; keeps dst aligned
+    if (n <= kBlock) {
+      stream_copy(d, s, n);
+      return;
+    }
+    at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const int64_t off = k * kBlock;
+        stream_copy(d + off, s + off, std::min(kBlock, n - off));
+      }
+    });
+    return;
+  }
+  stage.copy_(src);
+}
+
+// Streams `pieces` (pairs of host source / device destination, same shape)
+// through a ring of pinned buffers: the host fill of piece i+1 overlaps the
+// DMA of piece i, and a buffer is refilled only after its DMA completed
+// (an event per slot), so pinned memory stays at ring_slots x chunk.
+template <typename Piece>
+void pipeline(int64_t count, at::Device device, at::ScalarType dtype,
+              int64_t slot_elems, Piece piece) {
+  const auto stream = current_stream(device);
+  const int64_t slots = std::min<int64_t>(count, transfer_tuning().ring_slots);
+  std::vector<at::Tensor> ring;
+  std::vector<c10::Event> used;
+  for (int64_t k = 0; k < slots; ++k) {
+    ring.push_back(at::empty({slot_elems}, pinned(dtype)));
+    used.emplace_back(device.type());
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t k = i % slots;
+    if (i >= slots) used[k].synchronize();
+    auto [src, dst] = piece(i);
+    auto stage = ring[k].narrow(0, 0, src.numel()).view(src.sizes());
+    fill_stage(stage, src);
+    dst.copy_(stage, /*non_blocking=*/true);
+    used[k].record(stream);
+  }
+}
+
+}  // namespace
+
 at::Tensor host_to_device(const at::Tensor& src, at::ScalarType bus_dtype,
                           at::Device device, bool non_blocking) {
   if (!staged(device)) {
@@ -73,36 +160,38 @@ at::Tensor host_to_device(const at::Tensor& src, at::ScalarType bus_dtype,
                             at::MemoryFormat::Preserve);
   if (out.numel() == 0) return out;
   const auto& tune = transfer_tuning();
+  const int64_t nbytes = static_cast<int64_t>(out.nbytes());
+  const int64_t item = out.element_size();
   if (src.scalar_type() == bus_dtype && !src.is_conj() && !src.is_neg() &&
       src.is_pinned()) {
     out.copy_(src, /*non_blocking=*/true);  // already DMA-able
-  } else if (static_cast<int64_t>(out.nbytes()) < tune.min_chunked_bytes ||
-             out.dim() == 0) {
-    auto stage = at::empty_like(out, out.options().device(at::kCPU).pinned_memory(true),
-                                at::MemoryFormat::Preserve);
-    stage.copy_(src);  // gather + cast on the host, ATen's threads
-    out.copy_(stage, /*non_blocking=*/true);
   } else if (same_dense_layout(src, out)) {
+    // Dense: chunk the flat memory, one chunk when small.
     const auto s = flat(src), o = flat(out);
     const int64_t n = o.numel();
-    const int64_t step = std::max<int64_t>(1, tune.chunk_bytes / o.element_size());
-    for (int64_t off = 0; off < n; off += step) {
-      const int64_t len = std::min(step, n - off);
-      auto stage = at::empty({len}, pinned(bus_dtype));
-      stage.copy_(s.narrow(0, off, len));
-      o.narrow(0, off, len).copy_(stage, /*non_blocking=*/true);
-    }
+    const int64_t step = nbytes < tune.min_chunked_bytes
+                             ? n
+                             : std::max<int64_t>(1, tune.chunk_bytes / item);
+    pipeline((n + step - 1) / step, device, bus_dtype, std::min(step, n),
+             [&](int64_t i) {
+               const int64_t off = i * step, len = std::min(step, n - off);
+               return std::make_pair(s.narrow(0, off, len), o.narrow(0, off, len));
+             });
   } else {
-    out = out.contiguous();  // preserve_format could not keep a gappy layout
-    const int64_t rows = out.size(0);
-    const int64_t step = rows_per_chunk(out, tune.chunk_bytes);
-    for (int64_t r = 0; r < rows; r += step) {
-      const int64_t len = std::min(step, rows - r);
-      auto o = out.narrow(0, r, len);
-      auto stage = at::empty(o.sizes(), pinned(bus_dtype));
-      stage.copy_(src.narrow(0, r, len));
-      o.copy_(stage, /*non_blocking=*/true);
-    }
+    // A gappy or broadcast source: gather into a contiguous destination,
+    // chunked along the outermost dimension.
+    out = out.contiguous();
+    const int64_t rows = out.dim() ? out.size(0) : 1;
+    const int64_t step = (out.dim() == 0 || nbytes < tune.min_chunked_bytes)
+                             ? rows
+                             : rows_per_chunk(out, tune.chunk_bytes);
+    const int64_t row_elems = out.dim() ? out.numel() / std::max<int64_t>(rows, 1) : 1;
+    pipeline((rows + step - 1) / step, device, bus_dtype,
+             std::max<int64_t>(1, std::min(step, rows) * row_elems), [&](int64_t i) {
+               if (out.dim() == 0) return std::make_pair(src, out);
+               const int64_t r = i * step, len = std::min(step, rows - r);
+               return std::make_pair(src.narrow(0, r, len), out.narrow(0, r, len));
+             });
   }
   if (!non_blocking) current_stream(device).synchronize();
   return out;
@@ -118,47 +207,15 @@ at::Tensor device_to_host(const at::Tensor& src, at::ScalarType host_dtype,
                ? h
                : fresh_copy(h, host_dtype, pin);
   }
-  const auto& tune = transfer_tuning();
-  const auto stream = current_stream(src.device());
-  const int64_t nbytes = static_cast<int64_t>(src.nbytes());
-  if (!pin && nbytes >= tune.d2h_chunked_min_bytes &&
-      src.is_non_overlapping_and_dense() && src.dim() > 0) {
-    // Two pinned chunks: the DMA of chunk i overlaps the host copy (and
-    // cast) of chunk i-1 into pageable memory; the pinned pool stays small.
-    auto out = at::empty_like(src, src.options().device(at::kCPU).dtype(host_dtype),
-                              at::MemoryFormat::Preserve);
-    const auto s = flat(src), o = flat(out);
-    const int64_t n = s.numel();
-    const int64_t step = std::max<int64_t>(1, tune.chunk_bytes / s.element_size());
-    at::Tensor stage[2] = {at::empty({std::min(step, n)}, pinned(src.scalar_type())),
-                           at::empty({std::min(step, n)}, pinned(src.scalar_type()))};
-    c10::Event done[2] = {c10::Event(src.device().type()),
-                          c10::Event(src.device().type())};
-    int64_t prev_off = -1, prev_len = 0;
-    for (int64_t off = 0, i = 0; off < n; off += step, ++i) {
-      const int64_t len = std::min(step, n - off);
-      auto st = stage[i % 2].narrow(0, 0, len);
-      st.copy_(s.narrow(0, off, len), /*non_blocking=*/true);
-      done[i % 2].record(stream);
-      if (prev_off >= 0) {
-        done[(i - 1) % 2].synchronize();
-        o.narrow(0, prev_off, prev_len).copy_(stage[(i - 1) % 2].narrow(0, 0, prev_len));
-      }
-      prev_off = off;
-      prev_len = len;
-    }
-    const int64_t last = (n - 1) / step;
-    done[last % 2].synchronize();
-    o.narrow(0, prev_off, prev_len).copy_(stage[last % 2].narrow(0, 0, prev_len));
-    return out;
-  }
-  // Straight into pinned memory: the DMA runs at the bus rate, and we wait
-  // for the current stream only (not the whole device).
+  // Straight into pinned memory: the DMA runs at the bus rate (measured on
+  // an H100: 100% of a pinned cudaMemcpy; streaming through pinned chunks
+  // into pageable memory was 5-10x slower, paying page faults), and we wait
+  // for the current stream only, not the whole device.
   auto out = at::empty_like(src, src.options().device(at::kCPU).pinned_memory(true),
                             at::MemoryFormat::Preserve);
   if (out.numel()) {
     out.copy_(src, /*non_blocking=*/true);
-    stream.synchronize();
+    current_stream(src.device()).synchronize();
   }
   return out.scalar_type() == host_dtype ? out : fresh_copy(out, host_dtype, pin);
 }

@@ -64,9 +64,8 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
       }
       if (o.dtype) detail::check_target_dtype(*o.dtype, "to_tensor");
       const auto target = policy_dtype(t.scalar_type(), o.dtype, o.float_dtype);
-      const auto bus = at::elementSize(target) < t.element_size() ? target
-                                                                  : t.scalar_type();
-      batch.push_back({i, t, bus, target, THPObjectPtr()});
+      batch.push_back({i, t, detail::bus_dtype(t.scalar_type(), target), target,
+                       THPObjectPtr()});
     } else if (PyArray_Check(leaf) || PyArray_IsScalar(leaf, Generic)) {
       THPObjectPtr keep;
       PyArrayObject* arr = reinterpret_cast<PyArrayObject*>(leaf);

@@ -252,9 +252,7 @@ at::Tensor stack_arrays(PyObject* seq, const ToTensorOptions& o) {
   if (pin) detail::check_pin_available(kApi);
   // Narrow on the host; widen on the device (see array_to_tensor).
   const auto host_dtype =
-      (!to_cpu && st && at::elementSize(target) > at::elementSize(*st))
-          ? *st
-          : target;
+      (!to_cpu && st) ? detail::bus_dtype(*st, target) : target;
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), PyArray_DIMS(arrays[0]),
                PyArray_DIMS(arrays[0]) + nd);
@@ -363,7 +361,7 @@ HostSource host_source(PyArrayObject* arr, at::ScalarType target,
   // Narrow on the host (in the staging copy) before the transfer, widen on
   // the device after it, so fewer bytes cross the bus.
   const auto bus =
-      (st && at::elementSize(target) >= at::elementSize(*st)) ? *st : target;
+      st ? detail::bus_dtype(*st, target) : target;
   if (st && layout_blocker(arr) == Blocker::kNone) {
     return {wrap_array(arr, *st, /*own=*/true), bus};  // read in place
   }
