@@ -133,18 +133,17 @@ def sweep_rows(sizes, repeat):
     try:
         for nbytes in sizes:
             a = np.random.rand(nbytes // 4).astype(np.float32)
-            for stream_copy in (True, False):
-                for chunk in (2 * MB, 4 * MB, 8 * MB, 16 * MB, 32 * MB):
-                    for slots in (2, 3, 4):
-                        tb._C._transfer_tuning(chunk_bytes=chunk, min_chunked_bytes=chunk,
-                                               ring_slots=slots, stream_copy=stream_copy)
-                        up = timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)
-                        rows.append({"size": nbytes, "chunk": chunk, "slots": slots,
-                                     "stream_copy": stream_copy, "up_GBps": gbps(nbytes, up)})
-                tb._C._transfer_tuning(min_chunked_bytes=1 << 62, stream_copy=stream_copy)
-                up = timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)
-                rows.append({"size": nbytes, "chunk": "unchunked", "slots": 1,
-                             "stream_copy": stream_copy, "up_GBps": gbps(nbytes, up)})
+            for chunk in (4 * MB, 8 * MB, 16 * MB, 32 * MB):
+                for slots in (2, 3, 4, 6):
+                    tb._C._transfer_tuning(chunk_bytes=chunk, min_chunked_bytes=chunk,
+                                           ring_slots=slots)
+                    up = timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)
+                    rows.append({"size": nbytes, "chunk": chunk, "slots": slots,
+                                 "up_GBps": gbps(nbytes, up)})
+            tb._C._transfer_tuning(min_chunked_bytes=1 << 62)
+            up = timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)
+            rows.append({"size": nbytes, "chunk": "unchunked", "slots": 1,
+                         "up_GBps": gbps(nbytes, up)})
             tb._C._transfer_tuning(**saved)
             del a
     finally:
@@ -190,12 +189,11 @@ def to_markdown(res) -> str:
             out.append(f"| {fmt_bytes(r['size'])} | {r['torch_copy_GBps']:.1f} | "
                        f"{r['numpy_copyto_GBps']:.1f} |")
     if res.get("sweep"):
-        out.append("\n| sweep size | stream copy | chunk | ring slots | upload GB/s |")
-        out.append("|---|---|---|---|---|")
+        out.append("\n| sweep size | chunk | ring slots | upload GB/s |")
+        out.append("|---|---|---|---|")
         for r in res["sweep"]:
             c = r["chunk"] if isinstance(r["chunk"], str) else fmt_bytes(r["chunk"])
-            out.append(f"| {fmt_bytes(r['size'])} | {r['stream_copy']} | {c} | "
-                       f"{r['slots']} | {r['up_GBps']:.1f} |")
+            out.append(f"| {fmt_bytes(r['size'])} | {c} | {r['slots']} | {r['up_GBps']:.1f} |")
     return "\n".join(out)
 
 

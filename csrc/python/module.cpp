@@ -165,16 +165,16 @@ PyObject* py_to_numpy_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   END_HANDLE_TH_ERRORS
 }
 
-// _transfer_tuning(chunk_bytes=None, min_chunked_bytes=None, ring_slots=None,
-// stream_copy=None) -> the settings after the change. For benchmarks that
+// _transfer_tuning(chunk_bytes=None, min_chunked_bytes=None, ring_slots=None)
+// -> the settings after the change. For benchmarks that
 // sweep the transfer engine's knobs.
 PyObject* py_transfer_tuning(PyObject*, PyObject* const* args,
                              Py_ssize_t nargs, PyObject* kwnames) {
   HANDLE_TH_ERRORS
-  static const Signature<4> sig(
-      "_transfer_tuning",
-      {"chunk_bytes", "min_chunked_bytes", "ring_slots", "stream_copy"}, 4, 0);
-  std::array<PyObject*, 4> a;
+  static const Signature<3> sig(
+      "_transfer_tuning", {"chunk_bytes", "min_chunked_bytes", "ring_slots"},
+      3, 0);
+  std::array<PyObject*, 3> a;
   sig.parse(args, nargs, kwnames, a);
   auto& t = detail::transfer_tuning();
   int64_t* fields[3] = {&t.chunk_bytes, &t.min_chunked_bytes, &t.ring_slots};
@@ -185,13 +185,11 @@ PyObject* py_transfer_tuning(PyObject*, PyObject* const* args,
     TORCH_CHECK_VALUE(v > 0, "_transfer_tuning: values must be positive");
     *fields[i] = v;
   }
-  if (a[3] && a[3] != Py_None) t.stream_copy = parse_bool(a[3], true);
-  return Py_BuildValue("{s:L,s:L,s:L,s:O}", "chunk_bytes",
+  return Py_BuildValue("{s:L,s:L,s:L}", "chunk_bytes",
                        static_cast<long long>(t.chunk_bytes),
                        "min_chunked_bytes",
                        static_cast<long long>(t.min_chunked_bytes), "ring_slots",
-                       static_cast<long long>(t.ring_slots), "stream_copy",
-                       t.stream_copy ? Py_True : Py_False);
+                       static_cast<long long>(t.ring_slots));
   END_HANDLE_TH_ERRORS
 }
 
