@@ -111,8 +111,7 @@ PyObject* py_to_host(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   o.copy = parse_optional_bool(a[3]);
   at::Tensor r;
   {
-    GilRelease nogil(t.defined() && (!t.device().is_cpu() ||
-                                     t.nbytes() >= static_cast<size_t>(kReleaseGilBytes)));
+    GilRelease nogil(worth_releasing_gil(t));
     r = detail::to_host(t, o, "to_host");
   }
   if (r.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) {

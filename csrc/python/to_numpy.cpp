@@ -143,8 +143,7 @@ PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
   ho.copy = numpy_cast ? std::nullopt : copy;
   at::Tensor host;
   {
-    GilRelease nogil(t.defined() && (!t.device().is_cpu() ||
-                                     t.nbytes() >= static_cast<size_t>(kReleaseGilBytes)));
+    GilRelease nogil(worth_releasing_gil(t));
     host = detail::to_host(t, ho, kApi);
   }
   PyArray_Descr* d = nullptr;

@@ -369,8 +369,7 @@ PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o) {
     co.pin_memory = o.pin_memory;
     co.copy = o.copy;
     {
-      GilRelease nogil(o.device.has_value() ||
-                       t.nbytes() >= static_cast<size_t>(kReleaseGilBytes));
+      GilRelease nogil(o.device.has_value() || worth_releasing_gil(t));
       result = detail::coerce(t, co, kApi);
     }
     if (!o.requires_grad && result.unsafeGetTensorImpl() ==
