@@ -14,6 +14,17 @@
 namespace torchbridge {
 namespace detail {
 
+bool has_readable_storage(const at::Tensor& t) {
+  if (!t.has_storage()) return false;
+  if (t.numel() == 0) return true;
+  // Wrapper subclasses (DTensor, _make_wrapper_subclass), fake and functional
+  // tensors carry a placeholder storage with no data, or one on another
+  // device (a fake CPU tensor's storage is meta). Reading it would export
+  // whatever happens to be at (or be allocated for) a null pointer.
+  const auto& s = t.unsafeGetTensorImpl()->unsafe_storage();
+  return s && s.data() != nullptr && s.device_type() == t.device().type();
+}
+
 void check_has_data(const at::Tensor& t, const char* api) {
   TORCH_CHECK_VALUE(t.defined(), api,
       ": got an undefined tensor (a default-constructed at::Tensor); pass a "
@@ -24,7 +35,7 @@ void check_has_data(const at::Tensor& t, const char* api) {
   TORCH_CHECK_VALUE(!t.is_nested(), api,
       ": nested tensors have no single array shape; convert their components "
       "one by one (t.unbind()) or pad them first (t.to_padded_tensor(0)).");
-  TORCH_CHECK_VALUE(t.layout() != at::kStrided || t.has_storage(), api,
+  TORCH_CHECK_VALUE(t.layout() != at::kStrided || has_readable_storage(t), api,
       ": this tensor has no storage of its own (a wrapper subclass such as "
       "DTensor, or a functional or fake tensor), so its data cannot be read; "
       "convert it to a plain tensor first (for a DTensor: t.full_tensor()).");
