@@ -78,12 +78,25 @@ std::string join(const std::vector<std::string>& parts) {
   return s;
 }
 
+// The layout as Python spells it (c10 prints "Sparse", "SparseCsr").
 std::string layout_name(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.layout();
-  std::string s = os.str();
-  for (auto& c : s) c = static_cast<char>(std::tolower(c));
-  return "torch." + s;
+  switch (t.layout()) {
+    case at::kStrided: return "torch.strided";
+    case at::kSparse: return "torch.sparse_coo";
+    case at::kSparseCsr: return "torch.sparse_csr";
+    case at::kSparseCsc: return "torch.sparse_csc";
+    case at::kSparseBsr: return "torch.sparse_bsr";
+    case at::kSparseBsc: return "torch.sparse_bsc";
+    case at::kMkldnn: return "torch._mkldnn";
+    case at::kJagged: return "torch.jagged";
+    default: {
+      std::ostringstream os;
+      os << t.layout();
+      std::string s = os.str();
+      for (auto& c : s) c = static_cast<char>(std::tolower(c));
+      return "torch." + s;
+    }
+  }
 }
 
 }  // namespace
