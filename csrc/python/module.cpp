@@ -155,9 +155,13 @@ PyObject* py_pending(PyObject*, PyObject*) {
   return PyLong_FromSize_t(pending_release_count());
 }
 
-// For tests: drops the last C++ reference to `tensor` on a new native thread
-// that never holds the GIL, after `delay_ms`; waits for it with the GIL
-// released. Proves deleters are safe off the interpreter's threads.
+// For tests: takes a C++ reference to `tensor` onto a new native thread that
+// never holds the GIL and drops it there after `delay_ms`. Returns at once
+// (the thread is detached): the caller then drops its own references, so the
+// native thread holds the last one and runs the deleters. Waiting for the
+// thread here could never do that, because the caller's argument keeps the
+// tensor alive until the call returns. Proves deleters are safe off the
+// interpreter's threads.
 PyObject* py_release_in_native_thread(PyObject*, PyObject* const* args,
                                       Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
@@ -165,14 +169,10 @@ PyObject* py_release_in_native_thread(PyObject*, PyObject* const* args,
   at::Tensor t = tensor_arg(args[0], "_release_in_native_thread");
   const long delay = PyLong_AsLong(args[1]);
   if (delay == -1 && PyErr_Occurred()) throw python_error();
-  std::thread th([t = std::move(t), delay]() mutable {
+  std::thread([t = std::move(t), delay]() mutable {
     std::this_thread::sleep_for(std::chrono::milliseconds(delay));
     t.reset();
-  });
-  {
-    GilRelease nogil;
-    th.join();
-  }
+  }).detach();
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS
 }
