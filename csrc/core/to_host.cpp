@@ -51,10 +51,27 @@ void check_target_dtype(at::ScalarType t, const char* api) {
   TORCH_CHECK_TYPE(!c10::isQIntType(t), api, ": dtype=torch.", dtype_name(t),
       " is a quantized dtype, which torchbridge does not produce; convert to "
       "float32, then quantize with torch.quantize_per_tensor.");
-  TORCH_CHECK_TYPE(!c10::isBitsType(t) && !c10::isBarebonesUnsignedType(t) &&
-          t != at::ScalarType::Undefined,
-      api, ": dtype=torch.", dtype_name(t),
-      " cannot be a conversion target (torch has no casts to it).");
+  // Not c10::isBarebonesUnsignedType: it also covers uint16/32/64, which
+  // are ordinary targets (API.md's dtype map; torch casts to them).
+  bool castable = !c10::isBitsType(t) && t != at::ScalarType::Undefined;
+  switch (t) {
+    case at::ScalarType::UInt1: case at::ScalarType::UInt2:
+    case at::ScalarType::UInt3: case at::ScalarType::UInt4:
+    case at::ScalarType::UInt5: case at::ScalarType::UInt6:
+    case at::ScalarType::UInt7:
+    case at::ScalarType::Int1: case at::ScalarType::Int2:
+    case at::ScalarType::Int3: case at::ScalarType::Int4:
+    case at::ScalarType::Int5: case at::ScalarType::Int6:
+    case at::ScalarType::Int7:
+    case at::ScalarType::Float4_e2m1fn_x2:
+      castable = false;
+      break;
+    default:
+      break;
+  }
+  TORCH_CHECK_TYPE(castable, api, ": dtype=torch.", dtype_name(t),
+      " cannot be a conversion target (torch has no casts to it); pick a "
+      "dtype such as torch.uint8 or torch.float32.");
 }
 
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin) {

@@ -153,11 +153,11 @@ at::Tensor copy_array(PyArrayObject* arr, at::ScalarType target, bool pin) {
 // The dtype an array converts to, or a TypeError for unsupported dtypes.
 at::ScalarType target_dtype(PyArray_Descr* d, std::optional<at::ScalarType> st,
                             const ToTensorOptions& o, PyArrayObject* arr) {
+  if (o.dtype) detail::check_target_dtype(*o.dtype, kApi);
   if (st) return policy_dtype(*st, o.dtype, o.float_dtype);
   const bool long_double =
       d->type_num == NPY_LONGDOUBLE || d->type_num == NPY_CLONGDOUBLE;
   if (long_double && o.dtype) {
-    detail::check_target_dtype(*o.dtype, kApi);
     return *o.dtype;  // NumPy's cast does the rounding
   }
   raise_unsupported_dtype(d, kApi, arr);
