@@ -9,6 +9,9 @@ from conftest import needs_ml_dtypes
 
 import torchbridge as tb
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:ComplexHalf support is experimental:UserWarning")
+
 # NumPy dtype -> the torch dtype of the same name (API.md "dtype map").
 DTYPE_MAP = [
     (np.bool_, torch.bool),
@@ -484,3 +487,33 @@ def test_to_numpy_dtype_forms(spec, expected):
 def test_to_numpy_unknown_dtype_is_a_type_error():
     with pytest.raises(TypeError, match="dtype"):
         tb.to_numpy(torch.ones(2), dtype="floaty32")
+
+
+# ------------------------------------------------- explicit targets, every path
+
+@pytest.mark.parametrize("np_dtype,torch_dtype", DTYPE_MAP, ids=DTYPE_IDS)
+def test_every_map_dtype_is_an_explicit_target_on_every_path(np_dtype, torch_dtype):
+    vals = [0, 1, 2]
+    src = np.array(vals, dtype=np.float32)
+    assert tb.to_tensor(src, dtype=torch_dtype).dtype == torch_dtype
+    assert tb.to_tensor(torch.from_numpy(src), dtype=torch_dtype).dtype == torch_dtype
+    assert tb.to_tensor(src.astype(np.longdouble), dtype=torch_dtype).dtype == \
+        torch_dtype
+    assert tb.to_tensor([src, src], dtype=torch_dtype).dtype == torch_dtype
+    assert tb.to_host(torch.from_numpy(src), dtype=torch_dtype).dtype == torch_dtype
+    out = tb.to_numpy(torch.from_numpy(src), dtype=np_dtype)
+    assert out.dtype == np.dtype(np_dtype)
+    assert out.tolist() == src.astype(np_dtype).tolist()
+
+
+@pytest.mark.parametrize("target", [torch.int4, torch.uint4, torch.uint1,
+                                    torch.bits8, torch.float4_e2m1fn_x2,
+                                    torch.qint8, torch.quint8])
+def test_uncastable_target_dtypes_are_type_errors(target):
+    src = np.ones(2, np.float32)
+    for call in (lambda: tb.to_tensor(src, dtype=target),
+                 lambda: tb.to_tensor([src, src], dtype=target),
+                 lambda: tb.to_tensor(torch.ones(2), dtype=target),
+                 lambda: tb.to_host(torch.ones(2), dtype=target)):
+        with pytest.raises(TypeError, match=str(target).split(".")[1]):
+            call()
