@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
-from conftest import needs_ml_dtypes
+from conftest import NUMPY2, needs_ml_dtypes
 
 import torchbridge as tb
 
@@ -517,3 +522,65 @@ def test_uncastable_target_dtypes_are_type_errors(target):
                  lambda: tb.to_host(torch.ones(2), dtype=target)):
         with pytest.raises(TypeError, match=str(target).split(".")[1]):
             call()
+
+
+@pytest.mark.parametrize("scalar,phrase", [
+    (np.datetime64(1, "s"), "datetime64[s]"),
+    (np.timedelta64(3, "D"), "timedelta64[D]"),
+    (np.str_("a"), "<U1"),
+    (np.bytes_(b"ab"), "S2"),
+    (np.void(b"\x00\x01"), "V2"),
+])
+def test_unsupported_numpy_scalars_are_type_errors(scalar, phrase):
+    with pytest.raises(TypeError, match=re.escape(phrase)):
+        tb.to_tensor(scalar)
+
+
+def test_longdouble_scalar_converts_when_dtype_given():
+    t = tb.to_tensor(np.longdouble(1.5), dtype=torch.float64)
+    assert t.dim() == 0 and t.item() == 1.5
+
+
+@pytest.mark.skipif(not NUMPY2, reason="StringDType is new in NumPy 2")
+def test_numpy2_string_dtype_is_a_type_error():
+    arr = np.array(["a", "bc"], dtype=np.dtypes.StringDType())
+    with pytest.raises(TypeError, match="string"):
+        tb.to_tensor(arr)
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("name", ML_FLOATS)
+def test_ml_dtypes_strided_views_copy_bit_exact(name):
+    a = _all_bit_patterns(name)
+    view = a[::-3]  # negative strides: copied, bits kept
+    t = tb.to_tensor(view)
+    int_t, int_np = (torch.int16, np.int16) if a.itemsize == 2 else (torch.uint8, np.uint8)
+    assert t.dtype == getattr(torch, name)
+    assert same_bits(t.view(int_t).numpy(), view.copy().view(int_np))
+    with pytest.raises(ValueError, match="negative strides"):
+        tb.to_tensor(view, copy=False)
+
+
+@needs_ml_dtypes
+def test_ml_dtypes_bfloat16_list_is_stacked_bit_exact():
+    a = _all_bit_patterns("bfloat16")[:256]
+    t = tb.to_tensor([a, a[::-1]])
+    assert t.dtype == torch.bfloat16
+    assert same_bits(t.view(torch.int16).numpy(),
+                     np.stack([a, a[::-1]]).view(np.int16))
+
+
+def test_to_numpy_bfloat16_name_works_without_importing_ml_dtypes_first():
+    pytest.importorskip("ml_dtypes")
+    script = ("import sys, torch, torchbridge as tb\n"
+              "assert 'ml_dtypes' not in sys.modules\n"
+              "t = torch.tensor([1.5, -2.0]).to(torch.bfloat16)\n"
+              "a = tb.to_numpy(t, dtype='bfloat16')\n"
+              "assert a.dtype.name == 'bfloat16' and a.ctypes.data == t.data_ptr()\n"
+              "assert a.astype('float32').tolist() == [1.5, -2.0]\n"
+              "print('ok')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import gc
 import warnings
 
 import numpy as np
@@ -670,3 +671,39 @@ def test_too_many_positional_arguments_is_a_type_error():
 def test_missing_argument_is_a_type_error():
     with pytest.raises(TypeError):
         tb.to_tensor()
+
+
+# ------------------------------------------------- ndarray subclasses
+
+def test_writable_memmap_is_shared_and_kept_alive(tmp_path):
+    mm = np.memmap(tmp_path / "m.dat", dtype=np.float32, mode="w+", shape=(16,))
+    mm[:] = np.arange(16)
+    t = tb.to_tensor(mm)
+    assert t.data_ptr() == mm.ctypes.data
+    t[0] = 50
+    mm.flush()
+    del mm
+    gc.collect()
+    assert t.sum().item() == 170
+    assert np.fromfile(tmp_path / "m.dat", dtype=np.float32)[0] == 50
+
+
+def test_read_only_memmap_copies_by_default(tmp_path):
+    np.arange(8, dtype=np.float32).tofile(tmp_path / "r.dat")
+    mm = np.memmap(tmp_path / "r.dat", dtype=np.float32, mode="r", shape=(8,))
+    t = tb.to_tensor(mm)
+    assert t.data_ptr() != mm.ctypes.data and t.tolist() == list(range(8))
+    assert tb.to_tensor(mm, copy=False).data_ptr() == mm.ctypes.data
+
+
+def test_matrix_and_masked_array_convert_their_data():
+    m = np.matrix([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    t = tb.to_tensor(m)
+    assert t.shape == (2, 2) and t.tolist() == [[1, 2], [3, 4]]
+    ma = np.ma.masked_array(np.arange(3, dtype=np.float32), mask=[0, 1, 0])
+    assert tb.to_tensor(ma).tolist() == [0, 1, 2]
+
+
+def test_parameter_input_is_returned_as_is():
+    p = torch.nn.Parameter(torch.ones(2))
+    assert tb.to_tensor(p) is p
