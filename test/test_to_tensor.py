@@ -696,6 +696,7 @@ def test_read_only_memmap_copies_by_default(tmp_path):
     assert tb.to_tensor(mm, copy=False).data_ptr() == mm.ctypes.data
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_matrix_and_masked_array_convert_their_data():
     m = np.matrix([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
     t = tb.to_tensor(m)
