@@ -133,6 +133,14 @@ def test_exported_storage_cannot_grow():
     assert t.data_ptr() == ptr and a.tolist() == [0, 1, 2, 3]
 
 
+def test_exported_storage_cannot_be_resized_directly():
+    t = torch.arange(4.0)
+    a = tb.to_numpy(t)
+    with pytest.raises(RuntimeError):
+        t.untyped_storage().resize_(1 << 20)
+    assert a.tolist() == [0, 1, 2, 3]
+
+
 def test_exported_storage_of_a_view_cannot_grow():
     base = torch.arange(8.0)
     tb.to_numpy(base[2:4])
