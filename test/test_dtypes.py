@@ -584,3 +584,29 @@ def test_to_numpy_bfloat16_name_works_without_importing_ml_dtypes_first():
     r = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+# ------------------------------------------------- the suggested fixes work
+
+@pytest.mark.parametrize("arr,fix", [
+    (np.array([1, 2.5], dtype=object), lambda a: a.astype(np.float64)),
+    (np.zeros(3, "M8[s]"), lambda a: a.view(np.int64)),
+    (np.arange(3).astype("m8[s]"), lambda a: a / np.timedelta64(1, "s")),
+    (np.zeros(3, "V4"), lambda a: a.view(np.uint8)),
+    (np.zeros(3, [("x", "f4"), ("y", "i4")]), lambda a: a["x"]),
+    (np.array([b"ab"]), lambda a: np.frombuffer(a.tobytes(), dtype=np.uint8)),
+    (np.array(["1.5", "2"]), lambda a: a.astype(np.float32)),
+], ids=["object", "datetime64", "timedelta64", "void", "structured", "bytes", "str"])
+def test_the_fix_each_dtype_error_suggests_works(arr, fix):
+    with pytest.raises(TypeError):
+        tb.to_tensor(arr)
+    fixed = fix(arr)
+    t = tb.to_tensor(fixed)
+    assert tuple(t.shape) == fixed.shape
+
+
+def test_structured_field_suggestion_shares_memory():
+    arr = np.zeros(3, [("x", "f4"), ("y", "i4")])
+    t = tb.to_tensor(arr["x"], copy=False)
+    t[1] = 2.5
+    assert arr["x"][1] == 2.5 and arr["y"][1] == 0
