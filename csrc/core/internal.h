@@ -26,8 +26,12 @@ at::Tensor finish_host(const at::Tensor& t, at::Tensor moved,
                        at::ScalarType target, const HostOptions& o);
 at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o, const char* api);
 
+// Whether a strided tensor's storage holds its data here: false for
+// placeholder storages (wrapper subclasses, fake and functional tensors).
+bool has_readable_storage(const at::Tensor& t);
+
 // Throws ValueError unless `t` holds readable data (defined, not meta, not
-// nested, has storage when strided).
+// nested, has readable storage when strided).
 void check_has_data(const at::Tensor& t, const char* api);
 
 // Throws unless page-locked memory can be had (a CUDA device is present).

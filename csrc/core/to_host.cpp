@@ -15,6 +15,17 @@
 namespace torchbridge {
 namespace detail {
 
+bool has_readable_storage(const at::Tensor& t) {
+  if (!t.has_storage()) return false;
+  if (t.numel() == 0) return true;
+  // Wrapper subclasses (DTensor, _make_wrapper_subclass), fake and functional
+  // tensors carry a placeholder storage with no data, or one on another
+  // device (a fake CPU tensor's storage is meta). Reading it would export
+  // whatever happens to be at (or be allocated for) a null pointer.
+  const auto& s = t.unsafeGetTensorImpl()->unsafe_storage();
+  return s && s.data() != nullptr && s.device_type() == t.device().type();
+}
+
 void check_has_data(const at::Tensor& t, const char* api) {
   TORCH_CHECK_VALUE(t.defined(), api,
       ": got an undefined tensor (a default-constructed at::Tensor); pass a "
@@ -25,7 +36,7 @@ void check_has_data(const at::Tensor& t, const char* api) {
   TORCH_CHECK_VALUE(!t.is_nested(), api,
       ": nested tensors have no single array shape; convert their components "
       "one by one (t.unbind()) or pad them first (t.to_padded_tensor(0)).");
-  TORCH_CHECK_VALUE(t.layout() != at::kStrided || t.has_storage(), api,
+  TORCH_CHECK_VALUE(t.layout() != at::kStrided || has_readable_storage(t), api,
       ": this tensor has no storage of its own (a wrapper subclass such as "
       "DTensor, or a functional or fake tensor), so its data cannot be read; "
       "convert it to a plain tensor first (for a DTensor: t.full_tensor()).");
@@ -41,10 +52,27 @@ void check_target_dtype(at::ScalarType t, const char* api) {
   TORCH_CHECK_TYPE(!c10::isQIntType(t), api, ": dtype=torch.", dtype_name(t),
       " is a quantized dtype, which torchbridge does not produce; convert to "
       "float32, then quantize with torch.quantize_per_tensor.");
-  TORCH_CHECK_TYPE(!c10::isBitsType(t) && !c10::isBarebonesUnsignedType(t) &&
-          t != at::ScalarType::Undefined,
-      api, ": dtype=torch.", dtype_name(t),
-      " cannot be a conversion target (torch has no casts to it).");
+  // Not c10::isBarebonesUnsignedType: it also covers uint16/32/64, which
+  // are ordinary targets (API.md's dtype map; torch casts to them).
+  bool castable = !c10::isBitsType(t) && t != at::ScalarType::Undefined;
+  switch (t) {
+    case at::ScalarType::UInt1: case at::ScalarType::UInt2:
+    case at::ScalarType::UInt3: case at::ScalarType::UInt4:
+    case at::ScalarType::UInt5: case at::ScalarType::UInt6:
+    case at::ScalarType::UInt7:
+    case at::ScalarType::Int1: case at::ScalarType::Int2:
+    case at::ScalarType::Int3: case at::ScalarType::Int4:
+    case at::ScalarType::Int5: case at::ScalarType::Int6:
+    case at::ScalarType::Int7:
+    case at::ScalarType::Float4_e2m1fn_x2:
+      castable = false;
+      break;
+    default:
+      break;
+  }
+  TORCH_CHECK_TYPE(castable, api, ": dtype=torch.", dtype_name(t),
+      " cannot be a conversion target (torch has no casts to it); pick a "
+      "dtype such as torch.uint8 or torch.float32.");
 }
 
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin) {
@@ -68,7 +96,7 @@ std::string join(const std::vector<std::string>& parts) {
   return s;
 }
 
-// The layout as Python spells it (torch.sparse_coo, not "Sparse").
+// The layout as Python spells it (c10 prints "Sparse", "SparseCsr").
 std::string layout_name(const at::Tensor& t) {
   switch (t.layout()) {
     case at::kStrided: return "torch.strided";
@@ -82,7 +110,9 @@ std::string layout_name(const at::Tensor& t) {
     default: {
       std::ostringstream os;
       os << t.layout();
-      return os.str();
+      std::string s = os.str();
+      for (auto& c : s) c = static_cast<char>(std::tolower(c));
+      return "torch." + s;
     }
   }
 }

@@ -15,6 +15,15 @@ namespace torchbridge::python {
 // Python threads run meanwhile; below it the release costs more than it buys.
 constexpr int64_t kReleaseGilBytes = int64_t{1} << 18;
 
+// Whether converting `t` touches enough bytes (or a device) to be worth
+// dropping the GIL. Counts numel() * element_size(), not nbytes(): nbytes()
+// throws for sparse COO tensors ("nbytes is not defined for sparse tensors").
+inline bool worth_releasing_gil(const at::Tensor& t) {
+  return t.defined() &&
+         (!t.device().is_cpu() ||
+          t.numel() * static_cast<int64_t>(t.element_size()) >= kReleaseGilBytes);
+}
+
 // Releases the GIL for its lifetime (RAII, exception safe).
 class GilRelease {
  public:

@@ -117,8 +117,7 @@ PyObject* py_to_host(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   o.copy = parse_optional_bool(a[3]);
   at::Tensor r;
   {
-    GilRelease nogil(t.defined() && (!t.device().is_cpu() ||
-                                     t.nbytes() >= static_cast<size_t>(kReleaseGilBytes)));
+    GilRelease nogil(worth_releasing_gil(t));
     r = detail::to_host(t, o, "to_host");
   }
   if (r.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) {
@@ -236,24 +235,33 @@ PyObject* py_pending(PyObject*, PyObject*) {
   return PyLong_FromSize_t(pending_release_count());
 }
 
-// For tests: drops the last C++ reference to `tensor` on a new native thread
-// that never holds the GIL, after `delay_ms`; waits for it with the GIL
-// released. Proves deleters are safe off the interpreter's threads.
+// For tests: takes a C++ reference to `tensor`'s storage onto a new native
+// thread that never holds the GIL and drops it there after `delay_ms`.
+// Returns at once (the thread is detached): the caller then drops its own
+// references, so the native thread holds the last one and runs torchbridge's
+// deleter. Waiting for the thread here could never do that, because the
+// caller's argument keeps the tensor alive until the call returns. Proves
+// deleters are safe off the interpreter's threads, at exit too.
+//
+// It holds the storage, not the TensorImpl: a TensorImpl that Python has
+// wrapped keeps its PyObject once Python lets go (torch's PyObject
+// preservation), and dropping it later makes torch take the GIL on this
+// thread, which aborts the process ("terminate called without an active
+// exception") while the interpreter finalizes: torch's hazard
+// (pytorch/pytorch#38228), not the deleter under test.
 PyObject* py_release_in_native_thread(PyObject*, PyObject* const* args,
                                       Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   TORCH_CHECK_TYPE(nargs == 2, "_release_in_native_thread(tensor, delay_ms)");
-  at::Tensor t = tensor_arg(args[0], "_release_in_native_thread");
+  const at::Tensor& t = tensor_arg(args[0], "_release_in_native_thread");
+  TORCH_CHECK_VALUE(t.has_storage(), "_release_in_native_thread: the tensor "
+                    "has no storage");
   const long delay = PyLong_AsLong(args[1]);
   if (delay == -1 && PyErr_Occurred()) throw python_error();
-  std::thread th([t = std::move(t), delay]() mutable {
+  std::thread([s = t.storage(), delay]() mutable {
     std::this_thread::sleep_for(std::chrono::milliseconds(delay));
-    t.reset();
-  });
-  {
-    GilRelease nogil;
-    th.join();
-  }
+    s = c10::Storage();
+  }).detach();
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS
 }

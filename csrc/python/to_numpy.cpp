@@ -77,10 +77,14 @@ PyObject* make_storage_ref(const c10::Storage& s) {
   return reinterpret_cast<PyObject*>(o);
 }
 
-// The shared-memory path applies: a dense CPU tensor with plain bits.
+// The shared-memory path applies: a dense CPU tensor with plain bits whose
+// storage holds its data (nested tensors report a strided layout but have no
+// strides; wrapper subclasses and fake tensors have placeholder storages:
+// both go to to_host, which raises ValueError for them).
 bool exportable(const at::Tensor& t) {
   return t.layout() == at::kStrided && t.device().is_cpu() && !t.is_conj() &&
-         !t.is_neg() && !t.is_quantized() && t.has_storage();
+         !t.is_neg() && !t.is_quantized() && !t.is_nested() &&
+         detail::has_readable_storage(t);
 }
 
 // ndarray input (or np.asarray's result) with the dtype/copy rules.
@@ -143,8 +147,7 @@ PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
   ho.copy = numpy_cast ? std::nullopt : copy;
   at::Tensor host;
   {
-    GilRelease nogil(t.defined() && (!t.device().is_cpu() ||
-                                     t.nbytes() >= static_cast<size_t>(kReleaseGilBytes)));
+    GilRelease nogil(worth_releasing_gil(t));
     host = detail::to_host(t, ho, kApi);
   }
   PyArray_Descr* d = nullptr;

@@ -155,11 +155,11 @@ at::Tensor copy_array(PyArrayObject* arr, at::ScalarType target, bool pin) {
 
 at::ScalarType target_dtype(PyArray_Descr* d, std::optional<at::ScalarType> st,
                             const ToTensorOptions& o, PyArrayObject* arr) {
+  if (o.dtype) detail::check_target_dtype(*o.dtype, kApi);
   if (st) return policy_dtype(*st, o.dtype, o.float_dtype);
   const bool long_double =
       d->type_num == NPY_LONGDOUBLE || d->type_num == NPY_CLONGDOUBLE;
   if (long_double && o.dtype) {
-    detail::check_target_dtype(*o.dtype, kApi);
     return *o.dtype;  // NumPy's cast does the rounding
   }
   raise_unsupported_dtype(d, kApi, arr);
@@ -382,8 +382,7 @@ PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o) {
     co.pin_memory = o.pin_memory;
     co.copy = o.copy;
     {
-      GilRelease nogil(o.device.has_value() ||
-                       t.nbytes() >= static_cast<size_t>(kReleaseGilBytes));
+      GilRelease nogil(o.device.has_value() || worth_releasing_gil(t));
       result = detail::coerce(t, co, kApi);
     }
     if (!o.requires_grad && result.unsafeGetTensorImpl() ==
