@@ -34,7 +34,7 @@ import torchbridge as tb
 MB = 1 << 20
 
 
-def timeit(fn, *, repeat: int, min_time: float = 0.2, warmup: int = 2) -> float:
+def timeit(fn, *, repeat: int, min_time: float = 0.2, warmup: int = 4) -> float:
     """Median seconds per call; each sample syncs the device."""
     for _ in range(warmup):
         fn()
@@ -133,8 +133,8 @@ def sweep_rows(sizes, repeat):
     try:
         for nbytes in sizes:
             a = np.random.rand(nbytes // 4).astype(np.float32)
-            for chunk in (4 * MB, 8 * MB, 16 * MB, 32 * MB):
-                for slots in (2, 3, 4, 6):
+            for chunk in (8 * MB, 16 * MB, 32 * MB):
+                for slots in (3, 4):
                     tb._C._transfer_tuning(chunk_bytes=chunk, min_chunked_bytes=chunk,
                                            ring_slots=slots)
                     up = timeit(lambda: tb.to_tensor(a, device="cuda"), repeat=repeat)

@@ -55,12 +55,14 @@ inline at::ScalarType bus_dtype(at::ScalarType from, at::ScalarType to) {
 // The transfer engine (transfer.cpp). Knobs are private: set by benchmarks
 // to sweep them; the defaults come from measurements on an H100 (README).
 struct TransferTuning {
-  // Picked by benchmarks/bench_transfer.py --sweep on an H100 (PCIe 5 x16):
-  // 8 MB chunks through 4 pinned buffers reached 45-51 GB/s for 256 MB-1 GB
-  // uploads; below 16 MB one staged copy is as fast as a pipeline.
-  int64_t chunk_bytes = int64_t{8} << 20;         // pipelined chunk size
+  // Picked by benchmarks/bench_transfer.py --sweep on an H100 (PCIe 5 x16,
+  // bus 54 GB/s pinned): 16 MB chunks through 3 pinned buffers gave 46.5
+  // GB/s at 256 MB and 52.6 at 1 GB; below 16 MB one staged copy is as fast
+  // as a pipeline. The host's pageable->pinned copy (40-44 GB/s there) is
+  // the ceiling for large uploads from pageable memory.
+  int64_t chunk_bytes = int64_t{16} << 20;        // pipelined chunk size
   int64_t min_chunked_bytes = int64_t{16} << 20;  // H2D: chunk from here up
-  int64_t ring_slots = 4;                          // pinned staging buffers
+  int64_t ring_slots = 3;                          // pinned staging buffers
 };
 TransferTuning& transfer_tuning();
 
