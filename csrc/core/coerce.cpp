@@ -35,9 +35,9 @@ at::Device resolve_device(at::Device d) {
   if (!d.has_index()) return at::Device(type, impl->getDevice().index());
   const auto count = impl->deviceCount();
   TORCH_CHECK_VALUE(d.index() < count, "device='", d.str(),
-      "' does not exist: ", static_cast<int>(count), " ",
+      "' does not exist: ", std::to_string(count), " ",
       c10::DeviceTypeName(type, /*lower_case=*/true),
-      " device(s) are visible (indices 0..", static_cast<int>(count) - 1, ").");
+      " device(s) are visible (indices 0..", std::to_string(count - 1), ").");
   return d;
 }
 

@@ -108,9 +108,7 @@ std::string layout_name(const at::Tensor& t) {
     case at::kMkldnn: return "torch._mkldnn";
     case at::kJagged: return "torch.jagged";
     default: {
-      std::ostringstream os;
-      os << t.layout();
-      std::string s = os.str();
+      std::string s = c10::str(t.layout());  // a name: no numbers streamed
       for (auto& c : s) c = static_cast<char>(std::tolower(c));
       return "torch." + s;
     }

@@ -8,7 +8,6 @@
 #include <torch/csrc/Exceptions.h>
 
 #include <array>
-#include <sstream>
 #include <vector>
 
 namespace torchbridge::python {
@@ -88,19 +87,21 @@ PyObject* torch_module() {
   return torch;
 }
 
+// Numbers are formatted with std::to_string, never through iostreams: on
+// some toolchains (g++ 13 with the torch 2.11 wheels) the iostream numeric
+// formatting instantiated in this module segfaults. See csrc/README.md.
 std::string shape_str(const std::vector<int64_t>& s) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  if (s.size() == 1) os << ",";
-  os << ")";
-  return os.str();
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i)
+    out += (i ? ", " : "") + std::to_string(s[i]);
+  if (s.size() == 1) out += ",";
+  return out + ")";
 }
 
 std::string index_str(const std::vector<Py_ssize_t>& path) {
-  std::ostringstream os;
-  for (auto i : path) os << "[" << i << "]";
-  return os.str();
+  std::string out;
+  for (auto i : path) out += "[" + std::to_string(i) + "]";
+  return out;
 }
 
 // The shape of a nested sequence, or nullopt with `why` set at the first
@@ -410,7 +411,8 @@ std::optional<at::Device> parse_device(PyObject* o, const char* api) {
   if (PyLong_Check(o) && !PyBool_Check(o)) {
     const long idx = PyLong_AsLong(o);
     if (idx == -1 && PyErr_Occurred()) throw python_error();
-    TORCH_CHECK_VALUE(idx >= 0 && idx < 1 << 15, api, ": device=", idx,
+    TORCH_CHECK_VALUE(idx >= 0 && idx < 1 << 15, api, ": device=",
+        std::to_string(idx),
         " is not a CUDA device index.");
     return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(idx));
   }

@@ -246,7 +246,7 @@ at::Tensor stack_arrays(PyObject* seq, const ToTensorOptions& o) {
   const auto target = target_dtype(common, st, o, nullptr);
   const bool to_cpu = !o.device || o.device->is_cpu();
   TORCH_CHECK_VALUE(!(o.copy.has_value() && !*o.copy), kApi,
-      "(copy=False): a list of ", n, " arrays cannot share memory with one "
+      "(copy=False): a list of ", std::to_string(n), " arrays cannot share memory with one "
       "tensor; stacking them is a copy. Pass copy=None.");
   const bool pin = o.pin_memory && to_cpu;
   if (pin) detail::check_pin_available(kApi);
