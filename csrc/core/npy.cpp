@@ -157,8 +157,8 @@ DType check_savable(const at::Tensor& t, const char* fn, const std::string& what
   TORCH_CHECK_TYPE(
       dt.has_value(), fn, ": ", what, " is ", dtype_name(t.scalar_type()),
       ", which NumPy has no dtype for, so a .npy file cannot hold it; convert "
-      "it first: tensor.to(at::kFloat) keeps bfloat16 and float8 values "
-      "exactly (complex32: at::kComplexFloat; quantized: tensor.dequantize()).");
+      "it first: to float32 (exact for bfloat16 and float8), complex32 to "
+      "complex64, quantized tensors with dequantize().");
   return *dt;
 }
 

@@ -384,14 +384,15 @@ TEST(Npy, SaveRefusesDtypesNumpyLacksAndSaysWhatToDo) {
     EXPECT_THROW_MSG(npy::save(tmp / "x.npy", t), c10::TypeError,
                      "npy::save: the tensor is " + torchbridge::dtype_name(st) +
                          ", which NumPy has no dtype for");
-    EXPECT_THROW_MSG(npy::save(tmp / "x.npy", t), c10::TypeError, "tensor.to(at::kFloat)");
+    EXPECT_THROW_MSG(npy::save(tmp / "x.npy", t), c10::TypeError,
+                     "convert it first: to float32 (exact for bfloat16 and float8)");
   }
   // The suggested fix works, exactly.
   const auto bf = at::tensor({1.5, -2.25, 1e30}).to(at::kBFloat16);
   npy::save(tmp / "x.npy", bf.to(at::kFloat));
   EXPECT_TRUE(at::equal(npy::load(tmp / "x.npy").to(at::kBFloat16), bf));
   const auto q = at::quantize_per_tensor(at::ones({2}), 0.1, 0, at::kQInt8);
-  EXPECT_THROW_MSG(npy::save(tmp / "q.npy", q), c10::TypeError, "tensor.dequantize()");
+  EXPECT_THROW_MSG(npy::save(tmp / "q.npy", q), c10::TypeError, "with dequantize()");
   EXPECT_THROW_MSG(npy::save(tmp / "u.npy", at::Tensor()), c10::ValueError,
                    "npy::save: got an undefined tensor");
   EXPECT_THROW_MSG(npy::save(tmp / "m.npy", at::empty({2}, at::kMeta)), c10::ValueError,

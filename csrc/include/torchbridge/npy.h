@@ -94,7 +94,8 @@ struct SaveOptions {
 
 // Writes an archive numpy.load reads, one "<name>.npy" member per array in
 // the given order, each member as npy::save would write it (same dtype
-// rules). Names must be unique, non-empty and free of NUL bytes. Stored
+// rules). Names must be unique and free of NUL bytes ("a/b" and "" are
+// allowed, as in numpy.savez). Stored
 // members' data is aligned to 64 bytes, so npz::load(mmap = true) maps them
 // without a copy. Written atomically like npy::save.
 void save(const std::string& path, const Arrays& arrays,
