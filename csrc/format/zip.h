@@ -27,7 +27,9 @@ namespace torchbridge::format {
 constexpr uint64_t kMaxDeflateRatio = 1032;
 
 struct ZipMember {
-  std::string name;  // as stored, e.g. "weights.npy"
+  // e.g. "weights.npy", in UTF-8 (names without the UTF-8 flag are code
+  // page 437, converted as Python's zipfile does)
+  std::string name;
   uint16_t flags = 0;
   uint16_t method = 0;  // 0 stored, 8 deflate
   uint32_t crc32 = 0;

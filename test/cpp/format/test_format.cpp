@@ -396,6 +396,13 @@ TEST(Zip, WriterAndReaderRoundTripStoredAndDeflate) {
   EXPECT_EQ(make_zip(in), make_zip(in));
 }
 
+TEST(Zip, NamesWithoutTheUtf8FlagAreCodePage437) {
+  auto z = make_zip({{"\x82t\x82.npy", "x", false}});
+  EXPECT_EQ(directory(z)[0].name, "\x82t\x82.npy");  // flagged UTF-8: as is
+  put(z, central(z) + 8, 0, 2);                         // clear the flag
+  EXPECT_EQ(directory(z)[0].name, "\xc3\xa9t\xc3\xa9.npy");  // "été.npy"
+}
+
 TEST(Zip, StoredMemberDataIsAlignedTo64Bytes) {
   std::vector<Member> in;
   for (int i = 0; i < 20; ++i) {
