@@ -294,6 +294,10 @@ def test_missing_files_raise_file_not_found(tmp_path):
         tb.load(tmp_path / "nope.npy")
     with pytest.raises(FileNotFoundError):
         tb.save(tmp_path / "no" / "dir.npy", torch.ones(1))
+    with pytest.raises(IsADirectoryError):
+        tb.load(tmp_path)
+    with pytest.raises(IsADirectoryError):
+        tb.save(tmp_path, torch.ones(1))
 
 
 def test_dtypes_numpy_lacks_are_refused_on_save(tmp_path):

@@ -87,13 +87,14 @@ FileSource::FileSource(const std::string& path, std::string where)
     ::close(fd_);
     fail_errno(this->where(), "cannot stat the file", e);
   }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd_);
+    fail_errno(this->where(), "cannot open the file", EISDIR);
+  }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd_);
-    fail(this->where(), S_ISDIR(st.st_mode)
-                            ? "is a directory, not a file"
-                            : "is not a regular file (a pipe, socket or "
-                              "device cannot be loaded: the loader needs the "
-                              "file's size)");
+    fail(this->where(), "is not a regular file (a pipe, socket or device "
+                        "cannot be loaded: the loader needs the file's size)");
   }
   size_ = static_cast<uint64_t>(st.st_size);
 }
@@ -202,7 +203,9 @@ AtomicFile::AtomicFile(const std::string& path, std::string where)
   static std::atomic<unsigned> counter{0};
   struct stat st;
   const bool exists = ::stat(target_.c_str(), &st) == 0;
-  if (exists && S_ISDIR(st.st_mode)) fail(where_, "is a directory");
+  if (exists && S_ISDIR(st.st_mode)) {
+    fail_errno(where_, "cannot create the file", EISDIR);
+  }
   temp_ = target_ + ".tmp" + std::to_string(::getpid()) + "." +
           std::to_string(counter++);
   do {

@@ -406,7 +406,9 @@ TEST(Npy, SaveReportsUnwritablePaths) {
   EXPECT_THROW_MSG(npy::save(tmp / "no/such/dir.npy", at::ones(2)), torchbridge::Error,
                    "cannot create the file: No such file or directory");
   EXPECT_THROW_MSG(npy::save(tmp.path().string(), at::ones(2)), torchbridge::Error,
-                   "is a directory");
+                   "cannot create the file: Is a directory");
+  EXPECT_THROW_MSG(npy::load(tmp.path().string()), torchbridge::Error,
+                   "cannot open the file: Is a directory");
   EXPECT_THROW_MSG(npy::load(tmp / "missing.npy"), torchbridge::Error,
                    "npy::load(\"" + (tmp / "missing.npy") +
                        "\"): cannot open the file: No such file or directory");
