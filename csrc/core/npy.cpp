@@ -11,10 +11,15 @@
 #include "internal.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/ops/from_blob.h>
 
+#include <sys/mman.h>
+
+#include <exception>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <unordered_set>
 
 namespace torchbridge {
@@ -77,9 +82,32 @@ std::vector<int64_t> strides_of(const NpyHeader& h) {
   return strides;
 }
 
+// Asks for transparent huge pages on a fresh buffer of 4 MiB or more, as
+// NumPy does for its arrays (numpy/_core/src/multiarray/alloc.c,
+// indicate_hugepages). With THP in its common "madvise" mode, filling 1 GiB
+// then takes ~270 ms instead of ~410 ms: the page faults dominate, and 2 MiB
+// pages need 512 times fewer. Advisory: failures are ignored.
+void advise_huge_pages(void* data, uint64_t nbytes) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (nbytes < (uint64_t{4} << 20)) return;
+  const uintptr_t p = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t begin = (p + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (p + nbytes) & ~(kHuge - 1);
+  if (end > begin) {
+    (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  }
+#else
+  (void)data;
+  (void)nbytes;
+#endif
+}
+
 at::Tensor allocate(const NpyHeader& h) {
-  return at::empty_strided(h.shape, strides_of(h),
-                           at::TensorOptions(scalar_type(h.dtype)));
+  at::Tensor t = at::empty_strided(h.shape, strides_of(h),
+                                   at::TensorOptions(scalar_type(h.dtype)));
+  if (h.nbytes) advise_huge_pages(t.data_ptr(), h.nbytes);
+  return t;
 }
 
 // A bool tensor must hold 0 or 1 in every byte (anything else is undefined
@@ -93,14 +121,51 @@ void normalize_bools(void* data, uint64_t n) {
   }
 }
 
-// Byte order and bools, after the data was read into memory we own.
+// Runs fn(begin, end) over [0, n) in contiguous parts of at least `grain`
+// items, on up to at::get_num_threads() threads (the caller runs the first
+// part); the first exception is rethrown once every part has finished.
+// Plain std::threads: ATen's parallel_for is OpenMP pragmas in headers,
+// which run serially in code built without -fopenmp, like this library.
+template <class F>
+void in_parts(int64_t n, int64_t grain, const F& fn) {
+  const int64_t parts = std::max<int64_t>(
+      1, std::min<int64_t>(at::get_num_threads(), n / std::max<int64_t>(grain, 1)));
+  if (parts == 1) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
+  auto run = [&](int64_t k) {
+    try {
+      fn(n * k / parts, n * (k + 1) / parts);
+    } catch (...) {
+      errors[static_cast<size_t>(k)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(parts - 1));
+  for (int64_t k = 1; k < parts; ++k) threads.emplace_back(run, k);
+  run(0);
+  for (auto& th : threads) th.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// Byte order and bools for items [begin, end) of data read into memory we
+// own.
+void fix_items(uint8_t* data, int64_t begin, int64_t end, const NpyHeader& h,
+               const npy::LoadOptions& o) {
+  const size_t size = format::itemsize(h.dtype);
+  uint8_t* p = data + static_cast<size_t>(begin) * size;
+  const auto n = static_cast<uint64_t>(end - begin);
+  if (h.byteswapped && o.to_native_byte_order) format::byteswap(p, n, h.dtype);
+  if (h.dtype == DType::kBool) normalize_bools(p, n);
+}
+
 void finish_in_memory(at::Tensor& t, const NpyHeader& h,
                       const npy::LoadOptions& o) {
-  if (h.nbytes == 0) return;
-  if (h.byteswapped && o.to_native_byte_order) {
-    format::byteswap(t.data_ptr(), static_cast<uint64_t>(h.numel), h.dtype);
-  }
-  if (h.dtype == DType::kBool) normalize_bools(t.data_ptr(), h.nbytes);
+  if (h.nbytes) fix_items(static_cast<uint8_t*>(t.data_ptr()), 0, h.numel, h, o);
 }
 
 // Why the data at `offset` cannot be a view, or nullopt when it can.
@@ -200,8 +265,20 @@ at::Tensor load(const std::string& path, LoadOptions options) {
     return view_of(std::make_shared<format::Mapping>(file), h.data_offset, h);
   }
   at::Tensor t = allocate(h);
-  if (h.nbytes) file.read(h.data_offset, t.data_ptr(), h.nbytes, "the array data");
-  finish_in_memory(t, h, options);
+  if (h.nbytes == 0) return t;
+  // Large files are read by several threads (pread is thread-safe), each
+  // fixing byte order and bools in its part while it is still in cache:
+  // the page faults and copies out of the page cache scale with the cores
+  // (1 GiB: 270 ms on one thread, 144 ms on two).
+  auto* data = static_cast<uint8_t*>(t.data_ptr());
+  const size_t size = format::itemsize(h.dtype);
+  in_parts(h.numel, static_cast<int64_t>((size_t{16} << 20) / size),
+           [&](int64_t begin, int64_t end) {
+             file.read(h.data_offset + static_cast<uint64_t>(begin) * size,
+                       data + static_cast<size_t>(begin) * size,
+                       static_cast<size_t>(end - begin) * size, "the array data");
+             fix_items(data, begin, end, h, options);
+           });
   return t;
 }
 

@@ -431,6 +431,26 @@ TEST(Npy, SaveReplacesTheFileAtomicallyKeepingModeAndSymlinks) {
       << "no temporary files left behind";
 }
 
+TEST(Npy, LargeFilesAreReadAndSwappedInParallelParts) {
+  // 40 MiB of big-endian int32: read (and swapped) by up to
+  // at::get_num_threads() threads in 16 MiB parts.
+  TempDir tmp;
+  const int64_t n = int64_t{10} << 20;
+  const at::Tensor values = at::arange(n, at::kInt) * 7 - 123456;
+  const at::Tensor be = kLittle ? swap_bytes(values) : values;
+  write_file(tmp / "be.npy",
+             npy_bytes("{'descr': '>i4', 'fortran_order': False, 'shape': (" +
+                       std::to_string(n) + ",), }") +
+                 std::string(static_cast<const char*>(be.data_ptr()),
+                             static_cast<size_t>(n) * 4));
+  EXPECT_TRUE(at::equal(npy::load(tmp / "be.npy"), values));
+  npy::save(tmp / "le.npy", values);
+  EXPECT_TRUE(at::equal(npy::load(tmp / "le.npy"), values));
+  // A truncated large file is refused before any part is read.
+  ::truncate((tmp / "le.npy").c_str(), 128 + n * 2);
+  EXPECT_THROW_MSG(npy::load(tmp / "le.npy"), torchbridge::Error, "truncated data");
+}
+
 // ------------------------------------------------------- mmap
 
 TEST(NpyMmap, IsAViewOfTheFileThatLivesAsLongAsTheTensor) {
