@@ -64,10 +64,11 @@ def _extensions():
     return [
         CppExtension(
             "torchbridge._C",
-            _sources("core", "ops", "python"),
+            _sources("format", "core", "ops", "python"),
             include_dirs=[os.path.join(ROOT, "csrc", "include"),
                           numpy.get_include()],
             define_macros=macros,
+            libraries=["z"],  # zlib, for .npz (csrc/format/zip.cpp)
             extra_compile_args=["-O0", "-g"] if debug else ["-O3"],
         )
     ]

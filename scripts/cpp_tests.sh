@@ -2,7 +2,8 @@
 # The C++ side: build libtorchbridge and its GoogleTest suite against the
 # pip wheel's LibTorch, run CTest (which also installs the package to a
 # scratch prefix and builds examples/cpp against it), then the same suite
-# under AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer).
+# under AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer), and
+# a short libFuzzer run of the .npy/.npz parsers (FUZZ_SECONDS per target).
 # Expects the Python environment of scripts/setup.sh to be active.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,3 +23,5 @@ echo "== C++: build + CTest"
 build build/cmake -DCMAKE_BUILD_TYPE=Release
 echo "== C++: ASan + UBSan + LSan build + CTest"
 build build/cmake-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTORCHBRIDGE_SANITIZE=ON
+echo "== C++: libFuzzer, the .npy/.npz parsers (${FUZZ_SECONDS:-30} s each)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

@@ -6,6 +6,10 @@ need=()
 [ -f /usr/include/gtest/gtest.h ] || need+=(libgtest-dev)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 command -v cmake >/dev/null || need+=(cmake)
+command -v clang++ >/dev/null || command -v clang++-14 >/dev/null || need+=(clang)
+# libFuzzer's runtime (scripts/fuzz.sh); Debian 12's clang is clang 14.
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null ||
+  need+=(libclang-rt-14-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -1,12 +1,14 @@
 # Types of the compiled extension torchbridge._C (the public functions are
 # re-exported by torchbridge/__init__.py).
-from typing import Any, Optional, Union
+import os
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
 DTypeLike = Union[torch.dtype, np.dtype[Any], type, str]
 DeviceLike = Union[torch.device, str, int]
+PathLike = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 def to_tensor(
     obj: Any,
@@ -32,6 +34,18 @@ def to_host(
     pin_memory: bool = False,
     copy: Optional[bool] = None,
 ) -> torch.Tensor: ...
+
+def load(
+    path: PathLike,
+    mmap: bool = False,
+    device: Optional[DeviceLike] = None,
+) -> Union[torch.Tensor, dict[str, torch.Tensor]]: ...
+def save(
+    path: PathLike,
+    obj: Union[torch.Tensor, Mapping[str, torch.Tensor]],
+    *,
+    compress: bool = False,
+) -> None: ...
 
 class StorageRef:
     @property

@@ -5,6 +5,8 @@
     a = tb.to_numpy(tensor)        # any tensor: grad, GPU, conj, sparse, bf16
     h = tb.to_host(tensor)         # the tensor-side half of to_numpy
     tb.tree_to_tensor(batch)       # nested dicts/lists/tuples/dataclasses
+    t = tb.load("x.npy", mmap=True)  # .npy -> tensor (.npz -> dict), zero-copy
+    tb.save("y.npz", {"w": t})     # tensor -> .npy, mapping -> .npz
 
 The conversion functions are implemented in C++ (torchbridge._C) and called
 directly, without a Python wrapper, because they sit in hot loops; their
@@ -20,7 +22,7 @@ _C = _load_extension()  # also registers the torch.ops.torchbridge operators
 
 from . import _fake  # noqa: E402,F401  (fake kernels, for torch.compile)
 
-from ._C import to_host, to_numpy, to_tensor  # noqa: E402
+from ._C import load, save, to_host, to_numpy, to_tensor  # noqa: E402
 from ._tree import tree_to_numpy, tree_to_tensor  # noqa: E402
 
 # Decrefs queued by tensors freed on threads without the GIL run before the
@@ -29,6 +31,8 @@ _atexit.register(_C._drain_releases)
 
 __all__ = [
     "__version__",
+    "load",
+    "save",
     "to_host",
     "to_numpy",
     "to_tensor",

@@ -95,4 +95,7 @@ THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh);
 // Registers the StorageRef type (the base object of exported arrays).
 void init_storage_ref(PyObject* module);
 
+// Adds load() and save(), the .npy/.npz functions (npy.cpp).
+void init_npy(PyObject* module);
+
 }  // namespace torchbridge::python

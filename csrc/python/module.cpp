@@ -351,6 +351,7 @@ PyMODINIT_FUNC PyInit__C() {
   if (!m) return nullptr;
   try {
     init_storage_ref(m);
+    init_npy(m);
   } catch (const python_error&) {
     Py_DECREF(m);
     return nullptr;

@@ -1,11 +1,16 @@
 // A LibTorch program that uses torchbridge without Python: the float policy,
-// to_host, and the operators through the dispatcher.
+// to_host, the operators through the dispatcher, and .npy/.npz files.
 
 #include <torchbridge/torchbridge.h>
 
 #include <ATen/ATen.h>
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
 #include <iostream>
+#include <string>
 
 int main() {
   // Data often arrives as float64; models want float32.
@@ -24,11 +29,28 @@ int main() {
   // The registered operator, found by the dispatcher: always a new tensor.
   at::Tensor z = torchbridge::ops::coerce(x, at::kHalf);
 
+  // .npy files NumPy reads (np.load), loaded back as a zero-copy mapping;
+  // .npz archives keep their members' order.
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  const std::string npy_path = dir + "/torchbridge_example_" + std::to_string(::getpid()) + ".npy";
+  const std::string npz_path = dir + "/torchbridge_example_" + std::to_string(::getpid()) + ".npz";
+  torchbridge::npy::save(npy_path, y);
+  at::Tensor mapped = torchbridge::npy::load(npy_path, {.mmap = true});
+  torchbridge::npz::save(npz_path, {{"y", y}, {"z", z}}, {.compress = true});
+  const torchbridge::npz::Arrays arrays = torchbridge::npz::load(npz_path);
+  std::cout << "npy: " << mapped.sizes() << " " << mapped.scalar_type()
+            << ", npz: " << arrays.size() << " arrays, first '" << arrays[0].first
+            << "'\n";
+  std::remove(npy_path.c_str());
+  std::remove(npz_path.c_str());
+
   const bool ok = y.scalar_type() == at::kFloat &&
                   at::equal(y, x.to(at::kFloat)) &&
                   host.scalar_type() == at::kFloat && !host.requires_grad() &&
                   host[1].item<float>() == -2.0f &&
-                  z.scalar_type() == at::kHalf && !z.is_alias_of(x);
+                  z.scalar_type() == at::kHalf && !z.is_alias_of(x) &&
+                  at::equal(mapped, y) && arrays.size() == 2 &&
+                  arrays[0].first == "y" && at::equal(arrays[1].second, z);
   std::cout << (ok ? "ok" : "FAILED") << "\n";
   return ok ? 0 : 1;
 }

@@ -5,20 +5,12 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
+#include <torchbridge/error.h>  // Error
 
 #include <optional>
-#include <stdexcept>
 #include <string>
 
 namespace torchbridge {
-
-// Thrown for faults outside the tensor rules (malformed files, I/O). Tensor
-// rule violations throw c10::TypeError / c10::ValueError, which Python sees
-// as TypeError / ValueError.
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // The dtype policy, the one place it is written down. An explicit `dtype`
 // wins. Otherwise float64 becomes `float_dtype` and complex128 becomes the
