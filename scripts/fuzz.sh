@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the torch-free .npy/.npz parsers of csrc/format with libFuzzer
 # (clang, ASan + UBSan): builds build/fuzz, writes a seed corpus of real
-# NumPy files (fuzz/make_seeds.py), then runs each target for SECONDS.
+# NumPy files (test/fuzz/make_seeds.py), then runs each target for SECONDS.
 #
 #   bash scripts/fuzz.sh [SECONDS]     # per target; default 60
 #
@@ -23,7 +23,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTORCHBRIDGE_FUZZ=ON >/dev/null
 cmake --build "$build" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 rm -rf "$build/seeds"
-"$python" fuzz/make_seeds.py "$build/seeds"
+"$python" test/fuzz/make_seeds.py "$build/seeds"
 mkdir -p "$build/artifacts"
 
 for target in npy npz; do
@@ -33,7 +33,7 @@ for target in npy npz; do
   # -max_len bounds an input to 64 KiB (deflate members may still inflate
   # to 1032x that, the reader's own bound).
   "$build/fuzz/fuzz_$target" "$corpus" "$build/seeds/$target" \
-    -dict="fuzz/$target.dict" -max_total_time="$seconds" -max_len=65536 \
+    -dict="test/fuzz/$target.dict" -max_total_time="$seconds" -max_len=65536 \
     -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$build/artifacts/$target-" \
     >"$build/fuzz_$target.log" 2>&1 || {
