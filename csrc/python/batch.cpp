@@ -56,7 +56,7 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
     PyObject* leaf = PyList_GET_ITEM(leaves, i);
     if (by_one) {
       singles.push_back(i);
-    } else if (THPVariable_Check(leaf)) {
+    } else if (!PyArray_Check(leaf) && THPVariable_Check(leaf)) {
       const at::Tensor& t = THPVariable_Unpack(leaf);
       if (!packable_tensor(t)) {
         singles.push_back(i);
@@ -143,7 +143,7 @@ PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* want,
   std::vector<Py_ssize_t> singles;
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* leaf = PyList_GET_ITEM(leaves, i);
-    if (!by_one && THPVariable_Check(leaf)) {
+    if (!by_one && !PyArray_Check(leaf) && THPVariable_Check(leaf)) {
       const at::Tensor& t = THPVariable_Unpack(leaf);
       if (t.defined() && t.is_cuda()) {
         auto plan = detail::plan_host(t, ho, "to_numpy");  // validates

@@ -76,6 +76,12 @@ ToTensorOptions parse_to_tensor_options(const std::array<PyObject*, 8>& a) {
 PyObject* py_to_tensor(PyObject*, PyObject* const* args, Py_ssize_t nargs,
                        PyObject* kwnames) {
   HANDLE_TH_ERRORS
+  if (nargs == 1 && !kwnames) {
+    // The hot call, to_tensor(x): no arguments to parse.
+    static const ToTensorOptions defaults;
+    drain_pending_releases();
+    return to_tensor(args[0], defaults);
+  }
   static const Signature<8> sig(
       "to_tensor",
       {"obj", "dtype", "float_dtype", "device", "copy", "pin_memory",

@@ -193,7 +193,9 @@ PyObject* export_tensor(const at::Tensor& t, PyArray_Descr* descr) {
 
 PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
                    std::optional<bool> copy) {
-  if (THPVariable_Check(obj))
+  // Tensors are checked exactly first (cheap); an ndarray never reaches the
+  // slow isinstance() fallback of THPVariable_Check.
+  if (!PyArray_Check(obj) && THPVariable_Check(obj))
     return tensor_to_numpy(THPVariable_Unpack(obj), dtype, copy);
   if (PyArray_Check(obj)) {
     Py_INCREF(obj);

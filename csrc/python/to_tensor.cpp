@@ -175,35 +175,53 @@ at::Tensor array_to_tensor(PyArrayObject* arr, const ToTensorOptions& o,
   const bool to_cpu = !o.device || o.device->is_cpu();
   const bool pin = o.pin_memory && to_cpu;
 
-  // Why the result cannot share the array's memory (empty: it can).
-  std::string why;
+  // What stands in the way of sharing the array's memory. Cheap to decide;
+  // the words are only built for the copy=False error.
+  enum class Why { kNone, kDtype, kDevice, kPin, kLayout, kReadOnly };
+  Why why = Why::kNone;
+  Blocker blocker = Blocker::kNone;
   if (!st || *st != target) {
-    why = "its dtype " + py_str(reinterpret_cast<PyObject*>(d)) +
-          " becomes " + dtype_name(target) +
-          (o.dtype ? "" : " (the float policy; pass float_dtype=None to keep "
-                          "float64)");
+    why = Why::kDtype;
   } else if (!to_cpu) {
-    why = "the result goes to " + o.device->str();
+    why = Why::kDevice;
   } else if (pin) {
-    why = "pin_memory=True needs a copy in page-locked memory";
-  } else if (auto b = layout_blocker(arr); b != Blocker::kNone) {
-    why = blocker_reason(b, arr);
+    why = Why::kPin;
+  } else if ((blocker = layout_blocker(arr)) != Blocker::kNone) {
+    why = Why::kLayout;
   }
   if (o.copy.has_value() && !*o.copy) {
     TORCH_CHECK_VALUE(!fresh, kApi,
         "(copy=False): the input has no memory to share (NumPy had to build "
         "a new array from it, as for Python lists and scalars); pass "
         "copy=None to let torchbridge copy it.");
-    TORCH_CHECK_VALUE(why.empty(), kApi,
-        "(copy=False): the array's memory cannot be shared because ", why,
-        "; pass copy=None to let torchbridge copy it.");
+    if (why != Why::kNone) {
+      std::string reason;
+      switch (why) {
+        case Why::kDtype:
+          reason = "its dtype " + py_str(reinterpret_cast<PyObject*>(d)) +
+                   " becomes " + dtype_name(target) +
+                   (o.dtype ? "" : " (the float policy; pass float_dtype=None "
+                                   "to keep float64)");
+          break;
+        case Why::kDevice:
+          reason = "the result goes to " + o.device->str();
+          break;
+        case Why::kPin:
+          reason = "pin_memory=True needs a copy in page-locked memory";
+          break;
+        default:
+          reason = blocker_reason(blocker, arr);
+      }
+      TORCH_CHECK_VALUE(false, kApi,
+          "(copy=False): the array's memory cannot be shared because ",
+          reason, "; pass copy=None to let torchbridge copy it.");
+    }
     // A read-only array IS shared here: the caller promised not to write.
     return wrap_array(arr, *st, /*own=*/true);
   }
-  if (why.empty() && !PyArray_ISWRITEABLE(arr) && PyArray_SIZE(arr) > 0) {
-    why = "read-only";  // shared only on the caller's promise (copy=False)
-  }
-  if (why.empty() && !(o.copy.value_or(false) && !fresh)) {
+  if (why == Why::kNone && !PyArray_ISWRITEABLE(arr) && PyArray_SIZE(arr) > 0)
+    why = Why::kReadOnly;  // shared only on the caller's promise (copy=False)
+  if (why == Why::kNone && !(o.copy.value_or(false) && !fresh)) {
     return wrap_array(arr, *st, /*own=*/true);
   }
   if (pin) detail::check_pin_available(kApi);
@@ -372,7 +390,10 @@ HostSource host_source(PyArrayObject* arr, at::ScalarType target,
 
 PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o) {
   at::Tensor result;
-  if (THPVariable_Check(obj)) {
+  // ndarrays first: THPVariable_Check on a non-tensor falls through to a
+  // full isinstance() against torch.Tensor's metaclass, which costs more
+  // than the rest of the zero-copy path.
+  if (!PyArray_Check(obj) && THPVariable_Check(obj)) {
     const at::Tensor& t = THPVariable_Unpack(obj);
     CoerceOptions co;
     co.dtype = o.dtype;
