@@ -45,6 +45,18 @@ void check_target_dtype(at::ScalarType t, const char* api);
 // `pin` is set. Resolves conj/neg bits. Records autograd like copy_.
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin);
 
+// Fresh CPU memory for an output (host_memory.cpp): 4 MB and up it is
+// huge-page backed, as NumPy's large arrays are.
+at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
+                      at::ScalarType dtype);
+
+// Fills `numel` dense elements of `dst` from `src` (same memory order) when
+// the output is cache-sized (<= 256 KB) and the pair is a plain copy or a
+// policy cast (float64 -> float32, complex128 -> complex64); returns false
+// otherwise, and the caller uses ATen's (threaded) copy_.
+bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
+                at::ScalarType src_type, int64_t numel);
+
 // The dtype that crosses the bus when `from` must become `to`: the target
 // when the cast narrows (it runs before the transfer), else the source's own
 // (a widening cast runs after it). Fewer bytes on the bus either way.

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
 #include <sstream>
@@ -76,6 +77,23 @@ void check_target_dtype(at::ScalarType t, const char* api) {
 }
 
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin) {
+  // Dense CPU sources without a graph or bits to resolve: a direct copy or
+  // policy cast into fresh (huge-page backed, when large) memory laid out
+  // like the source.
+  if (!pin && src.is_cpu() && src.layout() == at::kStrided &&
+      !src.is_conj() && !src.is_neg() && !src.is_quantized() &&
+      !(src.requires_grad() && at::GradMode::is_enabled()) &&
+      src.is_non_overlapping_and_dense()) {
+    auto out = empty_host(src.sizes(), src.strides(), dtype);
+    // The lowest address of a dense tensor with non-negative strides is its
+    // first element.
+    if (src.numel() == 0 ||
+        cast_dense(out.data_ptr(), dtype, src.const_data_ptr(),
+                   src.scalar_type(), src.numel()))
+      return out;
+    out.copy_(src);
+    return out;
+  }
   auto opts = src.options().dtype(dtype);
   if (pin) opts = opts.pinned_memory(true);
   // Preserve the layout of dense inputs: a linear pass instead of a

@@ -137,6 +137,32 @@ at::Tensor copy_array(PyArrayObject* arr, at::ScalarType target, bool pin) {
   auto opts = at::TensorOptions().dtype(target);
   if (pin) opts = opts.pinned_memory(true);
   const auto st = scalar_type_of(PyArray_DESCR(arr));
+  // C- or F-contiguous arrays in a plain copy or a policy cast: straight
+  // from the array's memory into fresh (huge-page backed, when large)
+  // memory of the same order, with no dispatch on the way.
+  const bool c_order = PyArray_IS_C_CONTIGUOUS(arr);
+  if (!pin && st && layout_blocker(arr) == Blocker::kNone &&
+      (c_order || PyArray_IS_F_CONTIGUOUS(arr))) {
+    const int nd = PyArray_NDIM(arr);
+    c10::SmallVector<int64_t, 6> sizes(PyArray_DIMS(arr), PyArray_DIMS(arr) + nd);
+    c10::SmallVector<int64_t, 6> strides(nd);
+    int64_t step = 1;
+    for (int k = 0; k < nd; ++k) {
+      const int i = c_order ? nd - 1 - k : k;
+      strides[i] = step;
+      step *= std::max<int64_t>(sizes[i], 1);
+    }
+    auto out = detail::empty_host(sizes, strides, target);
+    const int64_t n = PyArray_SIZE(arr);
+    bool done;
+    {
+      GilRelease nogil(out.nbytes() >= static_cast<size_t>(kReleaseGilBytes));
+      done = n == 0 || detail::cast_dense(out.data_ptr(), target, PyArray_DATA(arr),
+                                          *st, n);
+    }
+    if (!done) copy_tensor(out, wrap_array(arr, *st, /*own=*/false));
+    return out;
+  }
   if (st && layout_blocker(arr) == Blocker::kNone) {
     auto view = wrap_array(arr, *st, /*own=*/false);
     auto out = at::empty_like(view, opts, at::MemoryFormat::Preserve);
