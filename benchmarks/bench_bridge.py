@@ -36,9 +36,15 @@ our median over the best peer's median: < 1 means torchbridge is faster.
 Rows marked as references (torch.tensor, the memcpys) never count as peers.
 
 Section 3 fairness: every timed call makes a fresh output, which is stored in
-a one-slot holder, so the previous output is freed by the next call (inside
-its timed region) and outputs never accumulate: the steady state of a loop
-that converts a new batch each step, page faults of fresh memory included.
+a one-slot holder, so the previous output is freed by the next call and
+outputs never accumulate; the slot is emptied before each sample and the
+free of a sample's last output is timed and added, so each call costs
+allocate + fault in + convert + free of its own output, as in a user's loop
+that converts a new batch each step. No candidate pays for freeing
+another's output. (Whether a fresh output faults depends on glibc:
+blocks >= 32 MB are always new mmaps, so every call faults them in; smaller
+ones are recycled from the heap after the first free and do not fault; the
+JSON and the table record the page faults per call.)
 The bandwidth reference is the faster of two plain copies of n float32 into
 memory freshly allocated the way each library does it: NumPy's
 ``s32.copy()`` (malloc + memcpy, one thread; NumPy asks for transparent huge
@@ -106,47 +112,60 @@ def time_candidates(cands: list[Cand], *, number: int, samples: int, warmup: int
                     keep: bool = False) -> list[dict]:
     """Median seconds per call of each candidate, interleaved and rotated.
 
-    keep=False times the bare expression (its result is dropped at once);
-    keep=True times ``_keep[0] = expr``, so each result lives until the next
-    call replaces it. Besides the times, the minor page faults and the
-    process CPU time per call are recorded (measured around, not inside,
-    the timed loop).
+    keep=False times the bare expression (its result is dropped at once).
+    keep=True times ``_keep[0] = expr``: each result lives until the next
+    call replaces it, and that free is inside the timed loop; the slot is
+    empty when a sample starts and the last output's free is timed too and
+    added, so a sample of k calls costs k x (allocate, fault in, convert,
+    free), the amortised cost in a user's loop, and no candidate ever pays
+    for freeing another's output. Besides the times, the minor page
+    faults, the process CPU time and the calling thread's CPU time per call
+    are recorded (measured around, not inside, the timed loop).
     """
-    NS["_keep"] = [None]
+    keep_slot = NS["_keep"] = [None]
     timers = [timeit.Timer(("_keep[0] = " if keep else "") + c.expr, globals=NS)
               for c in cands]
+    clock = time.perf_counter
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for t in timers:
             t.timeit(warmup)
+            keep_slot[0] = None
         per = [[] for _ in cands]
         faults = [[] for _ in cands]
         cpu = [[] for _ in cands]
+        main = [[] for _ in cands]
         for s in range(samples):
             k = s % len(cands)
             for i in list(range(k, len(cands))) + list(range(k)):
                 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                c0 = time.process_time()
+                c0, m0 = time.process_time(), time.thread_time()
                 wall = timers[i].timeit(number)
-                c1 = time.process_time()
+                if keep:
+                    f_start = clock()
+                    keep_slot[0] = None
+                    wall += clock() - f_start
+                c1, m1 = time.process_time(), time.thread_time()
                 f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 per[i].append(wall / number)
                 faults[i].append((f1 - f0) / number)
                 cpu[i].append((c1 - c0) / wall if wall > 0 else float("nan"))
+                main[i].append((m1 - m0) / wall if wall > 0 else float("nan"))
     finally:
         NS["_keep"] = [None]
         if gc_was_enabled:
             gc.enable()
     out = []
-    for p, f, c in zip(per, faults, cpu):
+    for p, f, c, mt in zip(per, faults, cpu, main):
         q = statistics.quantiles(p, n=4) if len(p) >= 2 else [p[0]] * 3
         out.append({"median_s": statistics.median(p), "p25_s": q[0], "p75_s": q[2],
                     "min_s": min(p), "max_s": max(p), "calls_per_sample": number,
                     "samples": samples, "warmup_calls": warmup,
                     "page_faults_per_call": statistics.median(f),
-                    "cpu_per_wall": statistics.median(c)})
+                    "cpu_per_wall": statistics.median(c),
+                    "main_thread_cpu_per_wall": statistics.median(mt)})
     return out
 
 
@@ -280,8 +299,8 @@ def sec_size(cfg) -> dict:
 
 
 # (elements, calls per sample, samples) for section 3; samples >= 5 always.
-COERCION_PLAN = [(1 << 10, 2000, 21), (1 << 14, 300, 21), (1 << 18, 30, 15),
-                 (1 << 22, 3, 11), (1 << 25, 1, 7), (1 << 27, 1, 5)]
+COERCION_PLAN = [(1 << 10, 2000, 31), (1 << 14, 300, 31), (1 << 18, 30, 21),
+                 (1 << 22, 3, 21), (1 << 25, 1, 15), (1 << 27, 1, 9)]
 COERCION_PLAN_QUICK = [(1 << 10, 500, 7), (1 << 14, 100, 7), (1 << 18, 10, 5),
                        (1 << 22, 1, 5)]
 
@@ -413,6 +432,11 @@ class OtherLoad:
         return max(0.0, other / wall) if wall > 0 else float("nan")
 
 
+# Environment variables that change what is measured: shown in the command.
+COMMAND_ENV = ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
+               "THP_MEM_ALLOC_ENABLE", "GOMP_SPINCOUNT")
+
+
 def machine_info(argv: list[str]) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown")
@@ -445,7 +469,9 @@ def machine_info(argv: list[str]) -> dict:
                             "rebuild (python setup.py build_ext --inplace)")
     info = getattr(tb._C, "_build_info", {})
     return {
-        "command": shlex.join([os.path.basename(sys.executable)] + argv),
+        "command": " ".join([f"{k}={shlex.quote(os.environ[k])}" for k in COMMAND_ENV
+                             if k in os.environ]
+                            + [shlex.join([os.path.basename(sys.executable)] + argv)]),
         "python_executable": sys.executable,
         "cwd": os.getcwd(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -457,9 +483,7 @@ def machine_info(argv: list[str]) -> dict:
         "parallel_backend": next((line.split(":", 1)[1].strip()
                                   for line in torch.__config__.parallel_info().splitlines()
                                   if line.startswith("ATen parallel backend")), ""),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                           "THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY")
-                if k in os.environ},
+        "env": {k: os.environ[k] for k in COMMAND_ENV[1:] if k in os.environ},
         "ram_gib": round(mem_kb / MB, 1),
         "transparent_hugepages": thp,
         "numpy_madvise_hugepage": (bool(_get_madvise_hugepage())
@@ -600,8 +624,13 @@ def to_markdown(res: dict) -> str:
         rows = s["coercion"]["rows"]
         labels = [c["label"] for c in rows[0]["candidates"]]
         out += ["", f"## 3. {s['coercion']['title']}", "",
-                "Time per call (GB/s of float32 output). memcpy = a plain copy of the same "
-                "output bytes into fresh memory (no conversion): the bandwidth reference.", "",
+                "Time per call (GB/s of float32 output). Each call makes a fresh output, kept "
+                "only until the next call; the time includes allocating, faulting in and "
+                "freeing it. memcpy = "
+                "a plain copy of the same output bytes (float32 to float32, no conversion) "
+                "into fresh memory: NumPy's `s32.copy()` (one thread; NumPy madvises huge "
+                "pages for >= 4 MB) and torch's `s32t.clone()` (ATen's threaded copy; 4 KB "
+                "pages); ours / memcpy divides by the faster of the two.", "",
                 "| elements | output | " + " | ".join(
                     f"**`{lbl}`**" if i == 0 else f"`{lbl}`" for i, lbl in enumerate(labels))
                 + " | **ours / best peer** | ours / memcpy | runs |",
@@ -615,13 +644,17 @@ def to_markdown(res: dict) -> str:
                        f"({best_short(row)}) | "
                        f"{fmt_ratio(row['ratio_to_best_ref'])} | "
                        f"{runs(row['candidates'][0])} |")
-        out += ["", "Minor page faults per call / process CPU time per wall second "
-                "(> 1: more than one thread busy):", "",
+        out += ["", "Per call: minor page faults · process CPU time per wall second "
+                "(main thread's alone). Process CPU > 1 means more than one thread was busy; "
+                "it also counts OpenMP workers still spin-waiting after an earlier parallel "
+                "region. Main thread well under 1 means it sat waiting (for a worker thread "
+                "the scheduler had not run, or for the kernel).", "",
                 "| elements | " + " | ".join(f"`{lbl}`" for lbl in labels) + " |",
                 "|---|" + "---:|" * len(labels)]
         for row in rows:
             out.append(f"| {fmt_elems(row['elements'])} | " + " | ".join(
-                f"{c['page_faults_per_call']:.0f} / {c['cpu_per_wall']:.2f}"
+                f"{c['page_faults_per_call']:.0f} · {c['cpu_per_wall']:.2f} "
+                f"({c['main_thread_cpu_per_wall']:.2f})"
                 for c in row["candidates"]) + " |")
     if "tree" in s:
         out += ["", f"## 4. {s['tree']['title']}", "",
@@ -773,12 +806,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"),
                    help="output folder (default: benchmarks/results/)")
     p.add_argument("--quick", action="store_true",
-                   help="a ~1-minute smoke run: fewer calls and samples, sizes up to 64 MB")
+                   help="a smoke run (well under a minute): fewer calls and samples, "
+                        "sizes up to 64 MB")
     p.add_argument("--max-mb", type=int, default=None,
                    help="largest array in sections 2 and 3, in MB of the source array "
                         "(default 1024; 64 with --quick)")
     p.add_argument("--samples", type=int, default=None,
-                   help="samples per figure in sections 1, 2 and 4 (default 21; 5 with --quick)")
+                   help="samples per figure in sections 1, 2 and 4 (default 31; 5 with --quick)")
     p.add_argument("--calls", type=int, default=None,
                    help="calls per sample in section 1 (default 20000; 2000 with --quick)")
     p.add_argument("--threads", type=int, default=None,
@@ -788,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = p.parse_args(argv)
     q = cfg.quick
     cfg.max_mb = cfg.max_mb if cfg.max_mb is not None else (64 if q else 1024)
-    cfg.samples = cfg.samples or (5 if q else 21)
+    cfg.samples = cfg.samples or (5 if q else 31)
     cfg.calls = cfg.calls or (2000 if q else 20000)
     cfg.size_calls = max(100, cfg.calls // 4)
     cfg.tree_calls = 50 if q else 300
