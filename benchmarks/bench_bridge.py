@@ -211,21 +211,23 @@ def check(cands: list[Cand], source=None) -> tuple[list[str], dict[str, bool]]:
     shares memory with `source` (when given).
     """
     problems, shares = [], {}
-    results = {c.label: eval(c.expr, NS) for c in cands}  # noqa: S307 (our own strings)
-    ref = results[next(c.label for c in cands if c.role == "ours")]
-    for label, r in results.items():
+    ours = next(c for c in cands if c.role == "ours")
+    ref = eval(ours.expr, NS)  # noqa: S307 (our own strings)
+    for c in cands:  # one at a time: at 128M elements each result is 512 MB
+        r = ref if c is ours else eval(c.expr, NS)  # noqa: S307
         if isinstance(ref, dict):
             ok = r.keys() == ref.keys() and all(
                 _as_np(r[k]).dtype == _as_np(ref[k]).dtype
                 and np.array_equal(_as_np(r[k]), _as_np(ref[k])) for k in ref)
         else:
-            a, b = _as_np(r), _as_np(ref)
-            ok = a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+            x, y = _as_np(r), _as_np(ref)
+            ok = x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
         if not ok:
-            problems.append(f"`{label}` does not give the same result as ours")
+            problems.append(f"`{c.label}` does not give the same result as ours")
         if source is not None:
-            shares[label] = _data_ptr(r) == _data_ptr(source)
-    del results, ref
+            shares[c.label] = _data_ptr(r) == _data_ptr(source)
+        del r
+    del ref
     return problems, shares
 
 
@@ -404,9 +406,10 @@ def _git(*args: str) -> str:
 class OtherLoad:
     """How many cores' worth of CPU other processes used while we measured.
 
-    /proc/stat's busy time of the whole machine minus this process's own CPU
-    time, over the wall time: 0 on a quiet machine; on 2 cores, ~1 means
-    another job kept a core busy, which stalls ATen's parallel regions.
+    /proc/stat's busy time of the whole machine (hypervisor steal included)
+    minus this process's own CPU time, over the wall time: 0 on a quiet
+    machine; on 2 cores, ~1 means another job kept a core busy, which stalls
+    ATen's parallel regions.
     """
 
     def __init__(self):
