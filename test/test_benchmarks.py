@@ -1,0 +1,63 @@
+"""The speed benchmark (benchmarks/bench_bridge.py) still runs end to end.
+
+One smoke test: --quick in a subprocess, then the three outputs exist and
+the JSON holds every section with numeric figures. Timings are never
+asserted (they belong to the machine, not to the code).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTIONS = ("per_call", "size", "coercion", "tree")
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def test_bench_bridge_quick_run_writes_every_section(tmp_path):
+    out = tmp_path / "results"
+    env = dict(os.environ)
+    # The torchbridge this test session imported, whatever put it on the path.
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["MPLBACKEND"] = "Agg"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_bridge.py"), "--quick",
+         "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("bridge.md", "bridge.json", "bridge.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+    res = json.loads((out / "bridge.json").read_text())
+    assert set(SECTIONS) <= set(res["sections"])
+    for name in SECTIONS:
+        rows = res["sections"][name]["rows"]
+        assert rows, name
+        # size rows hold one comparison per direction; the others are comparisons.
+        comparisons = ([r[k] for r in rows for k in ("to_tensor", "to_numpy")]
+                       if name == "size" else rows)
+        for comp in comparisons:
+            assert _positive(comp["ratio_to_best_peer"]), (name, comp)
+            assert {c["role"] for c in comp["candidates"]} >= {"ours", "peer"}
+            for c in comp["candidates"]:
+                for key in ("median_s", "p25_s", "p75_s", "min_s"):
+                    assert _positive(c[key]), (name, c["label"], key)
+                assert c["samples"] >= 5 and c["calls_per_sample"] >= 1
+    for row in res["sections"]["coercion"]["rows"]:
+        assert _positive(row["ratio_to_best_ref"])
+        assert all(_positive(c["output_GBps"]) for c in row["candidates"])
+    machine = res["machine"]
+    for key in ("cpu", "logical_cores", "torch_threads", "ram_gib", "python", "torch",
+                "numpy", "torchbridge", "command"):
+        assert machine[key] not in (None, ""), key
+    assert "bench_bridge.py" in machine["command"]
+    md = (out / "bridge.md").read_text()
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
+        assert heading in md
