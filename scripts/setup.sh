@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [ "${TB_USE_CURRENT_PYTHON:-0}" = 1 ]; then
-  python3 -m pip install -q --no-build-isolation --no-deps -e .
+  # --use-pep517: newer setuptools would otherwise shell out to pip without
+  # --no-build-isolation (seen on the GPU image) and try to fetch torch.
+  python3 -m pip install -q --no-build-isolation --no-deps --use-pep517 -e .
   exit 0
 fi
 
@@ -22,5 +24,5 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -m pip install -q torch==2.13.0   # first, pinned: see requirements.txt
 python -m pip install -q -r requirements.txt
-python -m pip install -q --no-build-isolation --no-deps -e .
+python -m pip install -q --no-build-isolation --no-deps --use-pep517 -e .
 python -c "import torchbridge, torch, numpy; print('torchbridge', torchbridge.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__)"
