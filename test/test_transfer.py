@@ -22,7 +22,8 @@ from conftest import needs_cuda, needs_two_gpus
 def small_chunks():
     """Force the chunked pipelines with small arrays, then restore."""
     saved = tb._C._transfer_tuning()
-    tb._C._transfer_tuning(chunk_bytes=4096, min_chunked_bytes=8192, ring_slots=2)
+    tb._C._transfer_tuning(chunk_bytes=4096, min_chunked_bytes=8192, ring_slots=2,
+                           direct_max_bytes=1024)
     yield
     tb._C._transfer_tuning(**saved)
 
@@ -145,6 +146,20 @@ def test_non_blocking_upload_survives_mutating_the_source_right_away():
     a[:] = -1.0  # the engine staged the data: this must not reach the GPU
     del a
     torch.cuda.synchronize()
+    assert torch.equal(t.cpu(), torch.from_numpy(expected))
+
+
+@needs_cuda
+def test_small_non_blocking_upload_survives_mutating_the_source_right_away():
+    # Small uploads go through the driver's own pageable staging.
+    torch.cuda.synchronize()
+    a = np.random.randn(1000).astype(np.float64)
+    expected = a.astype(np.float32)
+    torch.cuda._sleep(50_000_000)
+    t = tb.to_tensor(a, device="cuda", non_blocking=True)  # narrowed on the host
+    a[:] = -1.0
+    torch.cuda.synchronize()
+    assert t.dtype == torch.float32
     assert torch.equal(t.cpu(), torch.from_numpy(expected))
 
 

@@ -170,31 +170,34 @@ PyObject* py_to_numpy_batch(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   END_HANDLE_TH_ERRORS
 }
 
-// _transfer_tuning(chunk_bytes=None, min_chunked_bytes=None, ring_slots=None)
-// -> the settings after the change. For benchmarks that
+// _transfer_tuning(chunk_bytes=None, min_chunked_bytes=None, ring_slots=None,
+// direct_max_bytes=None) -> the settings after the change. For benchmarks that
 // sweep the transfer engine's knobs.
 PyObject* py_transfer_tuning(PyObject*, PyObject* const* args,
                              Py_ssize_t nargs, PyObject* kwnames) {
   HANDLE_TH_ERRORS
-  static const Signature<3> sig(
-      "_transfer_tuning", {"chunk_bytes", "min_chunked_bytes", "ring_slots"},
-      3, 0);
-  std::array<PyObject*, 3> a;
+  static const Signature<4> sig(
+      "_transfer_tuning",
+      {"chunk_bytes", "min_chunked_bytes", "ring_slots", "direct_max_bytes"},
+      4, 0);
+  std::array<PyObject*, 4> a;
   sig.parse(args, nargs, kwnames, a);
   auto& t = detail::transfer_tuning();
-  int64_t* fields[3] = {&t.chunk_bytes, &t.min_chunked_bytes, &t.ring_slots};
-  for (int i = 0; i < 3; ++i) {
+  int64_t* fields[4] = {&t.chunk_bytes, &t.min_chunked_bytes, &t.ring_slots,
+                        &t.direct_max_bytes};
+  for (int i = 0; i < 4; ++i) {
     if (!a[i] || a[i] == Py_None) continue;
     const long long v = PyLong_AsLongLong(a[i]);
     if (v == -1 && PyErr_Occurred()) throw python_error();
     TORCH_CHECK_VALUE(v > 0, "_transfer_tuning: values must be positive");
     *fields[i] = v;
   }
-  return Py_BuildValue("{s:L,s:L,s:L}", "chunk_bytes",
+  return Py_BuildValue("{s:L,s:L,s:L,s:L}", "chunk_bytes",
                        static_cast<long long>(t.chunk_bytes),
                        "min_chunked_bytes",
                        static_cast<long long>(t.min_chunked_bytes), "ring_slots",
-                       static_cast<long long>(t.ring_slots));
+                       static_cast<long long>(t.ring_slots), "direct_max_bytes",
+                       static_cast<long long>(t.direct_max_bytes));
   END_HANDLE_TH_ERRORS
 }
 
