@@ -69,6 +69,8 @@ def main() -> None:
         ("tb.load(mmap=True)", lambda p: tb.load(p, mmap=True)),
     ]
     results: dict[str, list[float]] = {name: [] for name, _ in methods}
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         for mb in sizes:
             path = os.path.join(d, f"{mb}mb.npy")
