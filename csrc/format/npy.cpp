@@ -500,6 +500,26 @@ std::string make_npy_header(DType dtype, bool fortran_order,
   return out;
 }
 
+namespace {
+
+// Reverses the bytes of each of n items of type U at p (memcpy: p may be
+// misaligned).
+template <typename U, U (*swap)(U)>
+void swap_items(uint8_t* p, uint64_t n) {
+  for (uint64_t i = 0; i < n; ++i) {
+    U v;
+    std::memcpy(&v, p + sizeof(U) * i, sizeof(U));
+    v = swap(v);
+    std::memcpy(p + sizeof(U) * i, &v, sizeof(U));
+  }
+}
+
+uint16_t bswap16(uint16_t v) { return __builtin_bswap16(v); }
+uint32_t bswap32(uint32_t v) { return __builtin_bswap32(v); }
+uint64_t bswap64(uint64_t v) { return __builtin_bswap64(v); }
+
+}  // namespace
+
 void byteswap(void* data, uint64_t count, DType dtype) {
   size_t unit = itemsize(dtype);
   if (dtype == DType::kComplex64 || dtype == DType::kComplex128) unit /= 2;
@@ -507,28 +527,13 @@ void byteswap(void* data, uint64_t count, DType dtype) {
   auto* p = static_cast<uint8_t*>(data);
   switch (unit) {
     case 2:
-      for (uint64_t i = 0; i < n; ++i) {
-        uint16_t v;
-        std::memcpy(&v, p + 2 * i, 2);
-        v = __builtin_bswap16(v);
-        std::memcpy(p + 2 * i, &v, 2);
-      }
+      swap_items<uint16_t, bswap16>(p, n);
       break;
     case 4:
-      for (uint64_t i = 0; i < n; ++i) {
-        uint32_t v;
-        std::memcpy(&v, p + 4 * i, 4);
-        v = __builtin_bswap32(v);
-        std::memcpy(p + 4 * i, &v, 4);
-      }
+      swap_items<uint32_t, bswap32>(p, n);
       break;
     case 8:
-      for (uint64_t i = 0; i < n; ++i) {
-        uint64_t v;
-        std::memcpy(&v, p + 8 * i, 8);
-        v = __builtin_bswap64(v);
-        std::memcpy(p + 8 * i, &v, 8);
-      }
+      swap_items<uint64_t, bswap64>(p, n);
       break;
     default:
       break;  // one-byte items
