@@ -552,6 +552,24 @@ def runs(c: dict) -> str:
     return f"{c['samples']} × {c['calls_per_sample']}"
 
 
+def candidate_lines(row: dict, scale: float, fmt: str, *, zero_copy: bool) -> list[str]:
+    """Table lines for one row's candidates (sections 1 and 4): times in
+    seconds x `scale`, formatted with `fmt`; ours in bold."""
+    lines = []
+    for i, c in enumerate(row["candidates"]):
+        ours = c["role"] == "ours"
+        lab = (f"**`{c['label']}`**" if ours else f"`{c['label']}`") + (
+            f" {c['note']}" if c["note"] else "")
+        rat = fmt_ratio(c["vs_best_peer"])
+        cells = [row["what"] if i == 0 else "", lab, format(c["median_s"] * scale, fmt),
+                 f"{c['p25_s'] * scale:{fmt}}–{c['p75_s'] * scale:{fmt}}",
+                 f"**{rat}**" if ours else rat]
+        if zero_copy:
+            cells.append("yes" if c["zero_copy"] else "no")
+        lines.append("| " + " | ".join(cells + [runs(c)]) + " |")
+    return lines
+
+
 def to_markdown(res: dict) -> str:
     m = res["machine"]
     out = ["# torchbridge vs the built-ins: CPU conversion speed", "",
@@ -601,15 +619,7 @@ def to_markdown(res: dict) -> str:
                 "| conversion | call | median ns/call | p25–p75 ns | / best peer | zero-copy | runs |",
                 "|---|---|---:|---:|---:|:---:|---:|"]
         for row in s["per_call"]["rows"]:
-            for i, c in enumerate(row["candidates"]):
-                ours = c["role"] == "ours"
-                lab = (f"**`{c['label']}`**" if ours else f"`{c['label']}`") + (
-                    f" {c['note']}" if c["note"] else "")
-                rat = fmt_ratio(c["vs_best_peer"])
-                out.append(f"| {row['what'] if i == 0 else ''} | {lab} | "
-                           f"{c['median_s'] * 1e9:.0f} | {c['p25_s'] * 1e9:.0f}–"
-                           f"{c['p75_s'] * 1e9:.0f} | {'**' + rat + '**' if ours else rat} | "
-                           f"{'yes' if c['zero_copy'] else 'no'} | {runs(c)} |")
+            out += candidate_lines(row, 1e9, ".0f", zero_copy=True)
     if "size" in s:
         out += ["", f"## 2. {s['size']['title']} (ns per call)", "",
                 "| float32 size | elements | `tb.to_tensor(a)` | `torch.from_numpy(a)` | "
@@ -664,15 +674,7 @@ def to_markdown(res: dict) -> str:
                 "| tree | call | median µs/call | p25–p75 µs | / best peer | runs |",
                 "|---|---|---:|---:|---:|---:|"]
         for row in s["tree"]["rows"]:
-            for i, c in enumerate(row["candidates"]):
-                ours = c["role"] == "ours"
-                lab = (f"**`{c['label']}`**" if ours else f"`{c['label']}`") + (
-                    f" {c['note']}" if c["note"] else "")
-                rat = fmt_ratio(c["vs_best_peer"])
-                out.append(f"| {row['what'] if i == 0 else ''} | {lab} | "
-                           f"{c['median_s'] * 1e6:.1f} | {c['p25_s'] * 1e6:.1f}–"
-                           f"{c['p75_s'] * 1e6:.1f} | {'**' + rat + '**' if ours else rat} | "
-                           f"{runs(c)} |")
+            out += candidate_lines(row, 1e6, ".1f", zero_copy=False)
     problems = [p for sec in s.values() for p in sec["problems"]]
     if problems:
         out += ["", "## Problems found while checking the contenders", ""]
