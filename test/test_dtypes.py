@@ -138,6 +138,60 @@ def test_complex128_becomes_complex64_by_default():
     np.testing.assert_array_equal(t.numpy(), ref)
 
 
+# The policy cast runs our own loop: in the calling thread up to 128 KB of
+# output, on torch's thread pool above (csrc/core/host_memory.cpp). Sizes on
+# both sides of that line and of the pool's 32768-element chunks.
+POLICY_CAST_SIZES = [1, 31, 32767, 32768, 32769, 49153, (1 << 18) + 5]
+
+
+def _policy_cast_input(np_dtype, n: int) -> np.ndarray:
+    """n values mixing every edge value with ones that must round."""
+    rng = np.random.default_rng(n)
+    edge = extremes(np.float64)
+    real = rng.standard_normal(n) * 10.0 ** rng.integers(-45, 45, n)
+    real[rng.integers(0, n, min(n, 64))] = rng.choice(edge, min(n, 64))
+    real[: min(n, edge.size)] = edge[: min(n, edge.size)]
+    if np.dtype(np_dtype).kind == "f":
+        return real
+    out = np.empty(n, dtype=np_dtype)
+    out.real, out.imag = real, real[::-1]  # (1j * inf would make nan)
+    return out
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+    return x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("n", POLICY_CAST_SIZES)
+@pytest.mark.parametrize("np_dtype", [np.float64, np.complex128])
+def test_policy_cast_is_bit_exact_on_both_sides_of_the_thread_pool_line(np_dtype, n):
+    a = _policy_cast_input(np_dtype, n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = a.astype(np.complex64 if a.dtype.kind == "c" else np.float32)
+    t = tb.to_tensor(a)
+    assert t.dtype == (torch.complex64 if a.dtype.kind == "c" else torch.float32)
+    np.testing.assert_array_equal(_bits(t.numpy()), _bits(ref))
+    # The core's path (to_host / torch.ops) shares the same loop.
+    h = tb.to_host(torch.from_numpy(a), dtype=t.dtype)
+    np.testing.assert_array_equal(_bits(h.numpy()), _bits(ref))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_policy_cast_of_2d_arrays_in_both_orders_with_any_thread_count(threads):
+    a = _policy_cast_input(np.float64, 300 * 401).reshape(300, 401)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for src in (a, np.asfortranarray(a)):
+            t = tb.to_tensor(src)
+            assert t.stride() == tuple(s // 8 for s in src.strides)  # order kept
+            with np.errstate(over="ignore"):
+                ref = src.astype(np.float32)
+            np.testing.assert_array_equal(_bits(t.numpy()), _bits(ref))
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_float_dtype_none_keeps_float64_and_complex128():
     a = np.array([1 / 3, 1e300])
     c = a + 1j * a[::-1]

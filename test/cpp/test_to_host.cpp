@@ -4,6 +4,10 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
+#include <limits>
+#include <utility>
 
 #include "test_util.h"
 
@@ -95,6 +99,39 @@ TEST(ToHost, ExplicitDtypeCasts) {
   auto h = to_host(x, o);
   EXPECT_EQ(h.scalar_type(), at::kInt);
   EXPECT_EQ(h[4].item<int>(), 4);
+}
+
+// The policy cast runs torchbridge's own loop, in the calling thread up to
+// 128 KB of output and on torch's thread pool above: both must round like
+// ATen's cast, bit for bit, edge values included, for any thread count.
+TEST(ToHost, PolicyCastsMatchAtenBitForBitOnBothSidesOfThePoolLine) {
+  const double edge[] = {0.0, -0.0, 1.0 / 3.0, 1e300, -1e300, 1e-310, 1e-45,
+                         std::numeric_limits<double>::infinity(),
+                         -std::numeric_limits<double>::infinity(),
+                         std::numeric_limits<double>::quiet_NaN(),
+                         3.4028235677973366e38 /* rounds to inf */};
+  const int old_threads = at::get_num_threads();
+  for (int threads : {1, 2, 3}) {
+    at::set_num_threads(threads);
+    for (int64_t n : {int64_t{31}, int64_t{32768}, int64_t{32769}, int64_t{100003}}) {
+      auto x = at::randn({n}, at::kDouble) * 1e20;
+      for (int64_t i = 0; i < 11; ++i) x[i * (n / 11)] = edge[i];
+      for (auto [src, dst] : {std::pair{at::kDouble, at::kFloat},
+                              std::pair{at::kComplexDouble, at::kComplexFloat}}) {
+        auto in = src == at::kDouble ? x : at::complex(x, x.flip(0));
+        HostOptions o;
+        o.dtype = dst;
+        auto h = to_host(in, o);
+        auto ref = in.to(dst);
+        auto as_bits = [](const at::Tensor& t) {
+          return at::view_as_real(t.is_complex() ? t : at::complex(t, t)).view(at::kInt);
+        };
+        EXPECT_TRUE(at::equal(as_bits(h), as_bits(ref)))
+            << "threads " << threads << " n " << n << " " << torchbridge::dtype_name(src);
+      }
+    }
+  }
+  at::set_num_threads(old_threads);
 }
 
 TEST(ToHost, CopyTrueAlwaysGivesFreshMemory) {
