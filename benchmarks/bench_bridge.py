@@ -28,9 +28,11 @@ bridge.png (the plots). Sections:
 How it times (see time_candidates): each candidate is a statement compiled
 into a timeit loop (no lambda or call overhead added); a warm-up comes first;
 then several samples of a tight loop of many calls, with the order of the
-candidates rotated from one sample to the next so that none systematically
-runs first (or right after a given other); the garbage collector is off
-during samples. A figure is the median over samples of (sample time / calls);
+candidates changed from one sample to the next by a balanced Latin square
+(balanced_orders), so that each runs first equally often and right after
+each other one equally often (a sample inherits the caches, freed memory and
+OpenMP state its predecessor left); the sample count is rounded up to whole
+squares; the garbage collector is off during samples. A figure is the median over samples of (sample time / calls);
 p25/p75, the minimum and the counts are in the JSON. "ours / best peer" is
 our median over the best peer's median: < 1 means torchbridge is faster.
 Rows marked as references (torch.tensor, the memcpys) never count as peers.
@@ -108,9 +110,35 @@ class Cand:
 # timing
 
 
+def balanced_orders(m: int) -> list[list[int]]:
+    """Orders of m candidates in which each one runs first equally often and
+    right after each other one equally often (a Williams design: a Latin
+    square balanced for the first-order carry-over effect).
+
+    Why not a plain rotation: a cyclic shift keeps neighbours, so every
+    candidate would always run right after the same other one and inherit
+    its state (which memory it freed, what it left in the caches, whether
+    the OpenMP workers still spin). Measured at 4M float64 -> float32: the
+    candidate in the slot after the memcpys was 15-20% slower, whichever it
+    was (ours and torch.as_tensor swapped slots and swapped results).
+    """
+    if m == 1:
+        return [[0]]
+    first, lo, hi = [0], 1, m - 1
+    while len(first) < m:
+        first.append(lo)
+        lo += 1
+        if len(first) < m:
+            first.append(hi)
+            hi -= 1
+    rows = [[(x + r) % m for x in first] for r in range(m)]
+    # For odd m a square balances carry-over only together with its mirror.
+    return rows + [row[::-1] for row in rows] if m % 2 else rows
+
+
 def time_candidates(cands: list[Cand], *, number: int, samples: int, warmup: int,
                     keep: bool = False) -> list[dict]:
-    """Median seconds per call of each candidate, interleaved and rotated.
+    """Median seconds per call of each candidate, interleaved in balanced orders.
 
     keep=False times the bare expression (its result is dropped at once).
     keep=True times ``_keep[0] = expr``: each result lives until the next
@@ -137,9 +165,10 @@ def time_candidates(cands: list[Cand], *, number: int, samples: int, warmup: int
         faults = [[] for _ in cands]
         cpu = [[] for _ in cands]
         main = [[] for _ in cands]
+        order = balanced_orders(len(cands))
+        samples = -(-samples // len(order)) * len(order)  # whole rounds only
         for s in range(samples):
-            k = s % len(cands)
-            for i in list(range(k, len(cands))) + list(range(k)):
+            for i in order[s % len(order)]:
                 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 c0, m0 = time.process_time(), time.thread_time()
                 wall = timers[i].timeit(number)
@@ -598,7 +627,8 @@ def to_markdown(res: dict) -> str:
            "",
            "Figures are medians over samples of per-call time; each sample is a tight loop "
            "of many calls (runs = samples × calls per sample, after a warm-up), with the "
-           "candidates' order rotated between samples and the GC off. "
+           "candidates' order balanced between samples (each runs first, and right after each "
+           "other, equally often) and the GC off. "
            "**ours / best peer** < 1 means torchbridge is faster than the fastest built-in; "
            "the column `/ best peer` gives each row's median over the best peer's. "
            f"An empty timeit loop costs {res['loop_overhead_ns']:.0f} ns per iteration "

@@ -61,3 +61,24 @@ def test_bench_bridge_quick_run_writes_every_section(tmp_path):
     md = (out / "bridge.md").read_text()
     for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
         assert heading in md
+
+
+def test_candidate_orders_are_balanced_for_carry_over():
+    # Each candidate must run first, and right after each other one, equally
+    # often: a sample inherits the state its predecessor left (freed memory,
+    # caches), and a plain rotation kept the same neighbours in every sample.
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from bench_bridge import balanced_orders
+    finally:
+        sys.path.pop(0)
+    from collections import Counter
+
+    for m in range(1, 9):
+        orders = balanced_orders(m)
+        assert all(sorted(o) == list(range(m)) for o in orders), m
+        firsts = Counter(o[0] for o in orders)
+        pairs = Counter((o[i], o[i + 1]) for o in orders for i in range(m - 1))
+        assert len(firsts) == m and len(set(firsts.values())) == 1, m
+        if m > 1:
+            assert len(pairs) == m * (m - 1) and len(set(pairs.values())) == 1, m
