@@ -82,3 +82,21 @@ def test_candidate_orders_are_balanced_for_carry_over():
         assert len(firsts) == m and len(set(firsts.values())) == 1, m
         if m > 1:
             assert len(pairs) == m * (m - 1) and len(set(pairs.values())) == 1, m
+
+
+def test_bench_idle_tiny_run_prints_both_tables():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_idle.py"), "--elements", "12",
+         "--npy-mb", "1", "--repeat", "1", "--gap", "0.01"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == [
+        "tb.to_tensor(a)", "torch.as_tensor(a, dtype=torch.float32)",
+        "torch.from_numpy(a.astype(np.float32))", "tb.load(path)",
+        "torch.from_numpy(np.load(path))"]
+    for r in rows:  # tight ms, idle ms, ratio: all positive numbers
+        cells = [c.strip() for c in r.split("|")[2:5]]
+        assert all(float(c.split()[0]) > 0 for c in cells), r

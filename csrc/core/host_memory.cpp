@@ -1,14 +1,18 @@
-// Fresh host memory and the small dense casts that fill it.
+// Fresh host memory and the dense casts that fill it.
 //
-// Large outputs are allocated 2 MB-aligned with madvise(MADV_HUGEPAGE), as
-// NumPy does for its arrays: a fresh 512 MB output then takes ~256 page
-// faults instead of ~131k (measured: 1.7x of the whole coercion at 128M
-// elements). Policy casts (float64 -> float32, complex128 -> complex64) run
-// our own vectorised loop: in the calling thread up to 128 KB of output
-// (skipping ATen's dispatch and TensorIterator set-up, most of the cost
-// there), up to 1 MB on torch's thread pool through
-// TensorIterator::for_each, and larger ones are ATen's copy_ (memory-bound
-// there). (ATen's parallel_for is an inline OpenMP template: in a module
+// Outputs come from torch's own CPU allocator with 4 KB pages. Huge pages
+// (madvise(MADV_HUGEPAGE), as NumPy does) were tried and dropped: at 128M
+// elements they made the cast 1.8x faster in a tight loop (80-85 ms against
+// 145-160 ms), but 5.8x slower after 3 s idle on the CI VM kind (830-930 ms
+// against 150-190 ms: the VM hands freed memory back to its host, and fresh
+// huge pages are unbacked again); 4 KB pages cost the same either way
+// (benchmarks/bench_idle.py).
+//
+// Policy casts (float64 -> float32, complex128 -> complex64) run our own
+// vectorised loop: in the calling thread up to 128 KB of output (skipping
+// ATen's dispatch and TensorIterator set-up, most of the cost there), up to
+// 1 MB on torch's thread pool through TensorIterator::for_each, and larger
+// ones are ATen's copy_ (memory-bound there). (ATen's parallel_for is an inline OpenMP template: in a module
 // built without -fopenmp it runs serially, and -fopenmp could load a second
 // OpenMP runtime beside torch's.) Plain copies are a memcpy up to 128 KB,
 // else ATen's threaded copy_.
@@ -17,55 +21,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/TensorIterator.h>
-#include <c10/core/Allocator.h>
-#include <c10/core/CPUAllocator.h>
 
-#include <cstdlib>
 #include <cstring>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace torchbridge::detail {
 namespace {
-
-constexpr size_t kHugePage = size_t{2} << 20;
-// From here up glibc would mmap a fresh block anyway (its dynamic mmap
-// threshold tops out at 32 MB), so each allocation pays its page faults:
-// huge pages cut them 512-fold. Below it, glibc recycles heap memory that
-// is already faulted in, which beats any fresh mapping (measured: a 16 MB
-// output took 4x longer huge-page backed than from the heap).
-constexpr size_t kHugeMin = size_t{32} << 20;
-
-void free_host(void* p) { std::free(p); }
-
-// A CPU allocator whose large blocks are huge-page backed. Tensors built on
-// it are ordinary CPU tensors (resizable; resizing goes through it again).
-struct HostAllocator final : c10::Allocator {
-  c10::DataPtr allocate(size_t n) override {
-    if (n < kHugeMin) return c10::GetDefaultCPUAllocator()->allocate(n);
-    void* p = nullptr;
-    const size_t rounded = (n + kHugePage - 1) / kHugePage * kHugePage;
-    if (posix_memalign(&p, kHugePage, rounded) != 0 || p == nullptr) {
-      TORCH_CHECK(false, "torchbridge: out of memory allocating ", std::to_string(n),
-                  " bytes on the host.");
-    }
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
-#endif
-    return {p, p, &free_host, c10::Device(c10::kCPU)};
-  }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
-  void copy_data(void* dest, const void* src, size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
-};
-
-HostAllocator& host_allocator() {
-  static HostAllocator a;
-  return a;
-}
 
 // float64 -> float32, vectorised for the best ISA the CPU has (GCC picks
 // the clone at load time): memory-bound at large sizes, but at cache-sized
@@ -108,14 +68,7 @@ void narrow_f64_parallel(float* d, const double* s, int64_t n) {
 
 at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
                       at::ScalarType dtype) {
-  const size_t nbytes =
-      at::detail::computeStorageNbytes(sizes, strides, c10::elementSize(dtype));
-  if (nbytes < kHugeMin) {
-    return at::empty_strided(sizes, strides, at::TensorOptions().dtype(dtype));
-  }
-  return at::detail::empty_strided_generic(
-      sizes, strides, &host_allocator(),
-      c10::DispatchKeySet(c10::DispatchKey::CPU), dtype);
+  return at::empty_strided(sizes, strides, at::TensorOptions().dtype(dtype));
 }
 
 bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,

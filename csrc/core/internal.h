@@ -45,8 +45,8 @@ void check_target_dtype(at::ScalarType t, const char* api);
 // `pin` is set. Resolves conj/neg bits. Records autograd like copy_.
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin);
 
-// Fresh CPU memory for an output (host_memory.cpp): 4 MB and up it is
-// huge-page backed, as NumPy's large arrays are.
+// Fresh CPU memory for an output (host_memory.cpp): torch's CPU allocator,
+// 4 KB pages (why not huge pages: see there).
 at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
                       at::ScalarType dtype);
 

@@ -14,8 +14,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/from_blob.h>
 
-#include <sys/mman.h>
-
 #include <exception>
 #include <memory>
 #include <optional>
@@ -82,32 +80,14 @@ std::vector<int64_t> strides_of(const NpyHeader& h) {
   return strides;
 }
 
-// Asks for transparent huge pages on a fresh buffer of 4 MiB or more, as
-// NumPy does for its arrays (numpy/_core/src/multiarray/alloc.c,
-// indicate_hugepages). With THP in its common "madvise" mode, filling 1 GiB
-// then takes ~270 ms instead of ~410 ms: the page faults dominate, and 2 MiB
-// pages need 512 times fewer. Advisory: failures are ignored.
-void advise_huge_pages(void* data, uint64_t nbytes) {
-#ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  if (nbytes < (uint64_t{4} << 20)) return;
-  const uintptr_t p = reinterpret_cast<uintptr_t>(data);
-  const uintptr_t begin = (p + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (p + nbytes) & ~(kHuge - 1);
-  if (end > begin) {
-    (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-  }
-#else
-  (void)data;
-  (void)nbytes;
-#endif
-}
-
+// Plain 4 KB pages, not NumPy's huge-page advice: measured on the CI VM
+// kind (which returns freed memory to its host), a 256 MB load took 36-56
+// ms huge-page backed in a tight loop but 218-365 ms after 3 s idle (fresh
+// huge pages are host-unbacked again), against 64-96 ms either way with 4 KB
+// pages (benchmarks/bench_idle.py). Predictable beats best case.
 at::Tensor allocate(const NpyHeader& h) {
-  at::Tensor t = at::empty_strided(h.shape, strides_of(h),
-                                   at::TensorOptions(scalar_type(h.dtype)));
-  if (h.nbytes) advise_huge_pages(t.data_ptr(), h.nbytes);
-  return t;
+  return at::empty_strided(h.shape, strides_of(h),
+                           at::TensorOptions(scalar_type(h.dtype)));
 }
 
 // A bool tensor must hold 0 or 1 in every byte (anything else is undefined

@@ -78,8 +78,7 @@ void check_target_dtype(at::ScalarType t, const char* api) {
 
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin) {
   // Dense CPU sources without a graph or bits to resolve: a direct copy or
-  // policy cast into fresh (huge-page backed, when large) memory laid out
-  // like the source.
+  // policy cast into fresh memory laid out like the source.
   if (!pin && src.is_cpu() && src.layout() == at::kStrided &&
       !src.is_conj() && !src.is_neg() && !src.is_quantized() &&
       !(src.requires_grad() && at::GradMode::is_enabled()) &&

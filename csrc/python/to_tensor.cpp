@@ -138,8 +138,8 @@ at::Tensor copy_array(PyArrayObject* arr, at::ScalarType target, bool pin) {
   if (pin) opts = opts.pinned_memory(true);
   const auto st = scalar_type_of(PyArray_DESCR(arr));
   // C- or F-contiguous arrays in a plain copy or a policy cast: straight
-  // from the array's memory into fresh (huge-page backed, when large)
-  // memory of the same order, with no dispatch on the way.
+  // from the array's memory into fresh memory of the same order, with no
+  // dispatch on the way.
   const bool c_order = PyArray_IS_C_CONTIGUOUS(arr);
   if (!pin && st && layout_blocker(arr) == Blocker::kNone &&
       (c_order || PyArray_IS_F_CONTIGUOUS(arr))) {
