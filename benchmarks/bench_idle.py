@@ -49,12 +49,17 @@ def run(cands: dict, repeat: int, gap: float) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def ms(seconds: float) -> str:
+    v = seconds * 1e3
+    return f"{v:.0f} ms" if v >= 100 else f"{v:.3g} ms"
+
+
 def table(title: str, cands: dict, tight: dict, idle: dict, gap: float) -> list[str]:
     lines = [f"### {title}", "",
              f"| call | tight loop | after {gap:g} s idle | idle / tight |",
              "|---|---:|---:|---:|"]
     for k in cands:
-        lines.append(f"| `{k}` | {tight[k] * 1e3:.3g} ms | {idle[k] * 1e3:.3g} ms | "
+        lines.append(f"| `{k}` | {ms(tight[k])} | {ms(idle[k])} | "
                      f"{idle[k] / tight[k]:.2f} |")
     return lines + [""]
 

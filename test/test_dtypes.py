@@ -139,10 +139,12 @@ def test_complex128_becomes_complex64_by_default():
 
 
 # The policy cast runs our own loop: in the calling thread up to 128 KB of
-# output, on torch's thread pool up to 1 MB, ATen's copy_ above
-# (csrc/core/host_memory.cpp). Sizes on both sides of those lines and of the
-# pool's 32768-element chunks.
-POLICY_CAST_SIZES = [1, 31, 32767, 32768, 32769, 49153, 1 << 18, (1 << 18) + 5]
+# output, on torch's thread pool up to 1 MB and from 32 MB (prefaulting the
+# output in 1 MB blocks), ATen's copy_ in between (csrc/core/
+# host_memory.cpp). Sizes on both sides of those lines, of the pool's
+# 32768-element chunks and of the prefault blocks.
+POLICY_CAST_SIZES = [1, 31, 32767, 32768, 32769, 49153, 1 << 18, (1 << 18) + 5,
+                     (1 << 23) - 1, (1 << 23) + 262149]
 
 
 def _policy_cast_input(np_dtype, n: int) -> np.ndarray:

@@ -50,11 +50,12 @@ at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin);
 at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
                       at::ScalarType dtype);
 
-// Fills `numel` dense elements of `dst` from `src` (same memory order) when
-// the pair is a policy cast (float64 -> float32, complex128 -> complex64) of
-// up to 1 MB of output (in this thread up to 128 KB, on torch's thread pool
-// above), or a plain copy of up to 128 KB; returns false otherwise, and the
-// caller uses ATen's (threaded) copy_.
+// Fills `numel` dense elements of `dst` (fresh memory) from `src` (same
+// memory order) when the pair is a policy cast (float64 -> float32,
+// complex128 -> complex64) of up to 1 MB of output (in this thread up to
+// 128 KB, on torch's thread pool above) or of 32 MB and more (on the pool,
+// prefaulting the output), or a plain copy of up to 128 KB; returns false
+// otherwise, and the caller uses ATen's (threaded) copy_.
 bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
                 at::ScalarType src_type, int64_t numel);
 

@@ -102,9 +102,9 @@ TEST(ToHost, ExplicitDtypeCasts) {
 }
 
 // The policy cast runs torchbridge's own loop, in the calling thread up to
-// 128 KB of output and on torch's thread pool up to 1 MB (ATen's copy_
-// above): each must round like ATen's cast, bit for bit, edge values
-// included, for any thread count.
+// 128 KB of output, on torch's thread pool up to 1 MB and from 32 MB
+// (prefaulting the output), ATen's copy_ in between: each must round like
+// ATen's cast, bit for bit, edge values included, for any thread count.
 TEST(ToHost, PolicyCastsMatchAtenBitForBitOnBothSidesOfThePoolLine) {
   const double edge[] = {0.0, -0.0, 1.0 / 3.0, 1e300, -1e300, 1e-310, 1e-45,
                          std::numeric_limits<double>::infinity(),
@@ -115,7 +115,7 @@ TEST(ToHost, PolicyCastsMatchAtenBitForBitOnBothSidesOfThePoolLine) {
   for (int threads : {1, 2, 3}) {
     at::set_num_threads(threads);
     for (int64_t n : {int64_t{31}, int64_t{32768}, int64_t{32769}, int64_t{100003},
-                      int64_t{300007}}) {
+                      int64_t{300007}, int64_t{8650757}}) {
       auto x = at::randn({n}, at::kDouble) * 1e20;
       for (int64_t i = 0; i < 11; ++i) x[i * (n / 11)] = edge[i];
       for (auto [src, dst] : {std::pair{at::kDouble, at::kFloat},
