@@ -32,8 +32,9 @@ candidates changed from one sample to the next by a balanced Latin square
 (balanced_orders), so that each runs first equally often and right after
 each other one equally often (a sample inherits the caches, freed memory and
 OpenMP state its predecessor left); the sample count is rounded up to whole
-squares; the garbage collector is off during samples. A figure is the median over samples of (sample time / calls);
-p25/p75, the minimum and the counts are in the JSON. "ours / best peer" is
+squares; the garbage collector is off during samples. A figure is the
+median over samples of (sample time / calls); p25/p75, the minimum and the
+counts are in the JSON. "ours / best peer" is
 our median over the best peer's median: < 1 means torchbridge is faster.
 Rows marked as references (torch.tensor, the memcpys) never count as peers.
 

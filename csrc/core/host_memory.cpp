@@ -13,10 +13,11 @@
 // ATen's dispatch and TensorIterator set-up, most of the cost there), up to
 // 1 MB on torch's thread pool through TensorIterator::for_each, from 32 MB
 // (always fresh memory) on the pool again, prefaulting the output a block
-// at a time; in between they are ATen's copy_ (memory-bound there). (ATen's parallel_for is an inline OpenMP template: in a module
-// built without -fopenmp it runs serially, and -fopenmp could load a second
-// OpenMP runtime beside torch's.) Plain copies are a memcpy up to 128 KB,
-// else ATen's threaded copy_.
+// at a time; in between they are ATen's copy_ (memory-bound there). (ATen's
+// parallel_for is an inline OpenMP template: in a module built without
+// -fopenmp it runs serially, and -fopenmp could load a second OpenMP runtime
+// beside torch's.) Plain copies are a memcpy up to 128 KB, else ATen's
+// threaded copy_.
 
 #include "internal.h"
 
@@ -44,12 +45,6 @@ void narrow_f64(float* __restrict d, const double* __restrict s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(s[i]);
 }
 
-// narrow_f64 over torch's intra-op thread pool. TensorIterator::for_each
-// is compiled inside libtorch, so the chunks run on torch's own OpenMP
-// workers (honouring torch.set_num_threads, serial inside a parallel
-// region) without this library bringing an OpenMP runtime of its own.
-// Against ATen's copy_ (same pool, same chunks) it skips the dtype dispatch
-// and runs the AVX-512 loop: faster while the data sits in the cores' L2.
 // Faults in [p, p + n) as written, without touching the data
 // (MADV_POPULATE_WRITE, Linux 5.14+; elsewhere a no-op and the loop's own
 // writes fault the pages in). Only whole pages inside the range.
@@ -65,6 +60,13 @@ void prefault(void* p, size_t n) {
 #endif
 }
 
+// narrow_f64 over torch's intra-op thread pool. TensorIterator::for_each
+// is compiled inside libtorch, so the chunks run on torch's own OpenMP
+// workers (honouring torch.set_num_threads, serial inside a parallel
+// region) without this library bringing an OpenMP runtime of its own.
+// Against ATen's copy_ (same pool, same chunks) it skips the dtype dispatch
+// and runs the AVX-512 loop: faster while the data sits in the cores' L2.
+// `fresh`: the output was just allocated and may not be faulted in yet.
 void narrow_f64_parallel(float* d, const double* s, int64_t n, bool fresh) {
   auto out = at::from_blob(d, {n}, at::TensorOptions().dtype(at::kFloat));
   auto in = at::from_blob(const_cast<double*>(s), {n},
@@ -112,9 +114,9 @@ bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
   constexpr int64_t kInlineBytes = int64_t{128} << 10;
   // Up to this output size our loop on torch's pool beats ATen's copy_ on
   // the same pool (64K elements: 0.83-0.89 of the best peer against
-  // 0.91-0.92; 256K: 0.94-0.99 against 0.95-0.97). Beyond it the cast is
-  // bound by memory bandwidth and ATen's kernel measured as fast or faster
-  // (16M elements: 0.52 against 0.55), so larger casts go to copy_.
+  // 0.91-0.92; 256K: 0.94-0.99 against 0.95-0.97). Beyond it, into heap
+  // memory already faulted in, the cast is bound by memory bandwidth and
+  // ATen's kernel measured as fast or faster (512K-4M elements: ties).
   constexpr int64_t kPoolBytes = int64_t{1} << 20;
   // From here up glibc always maps fresh memory (its mmap threshold tops out
   // at 32 MB), so every output page faults: our pool loop prefaults each
