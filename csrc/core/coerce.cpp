@@ -103,7 +103,9 @@ at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
   if (unpinned && !x.is_pinned()) {
     x = fresh_copy(x, target, true);  // cast and pin in one pass
   } else if (x.scalar_type() != target) {
-    x = x.to(target);
+    // On the host through copy_into: no stall on a busy machine, and
+    // float64 -> float16 rounds once (Tensor.to rounds through float32).
+    x = x.is_cpu() ? fresh_copy(x, target, false) : x.to(target);
   }
   if (o.copy.value_or(false) && x.is_alias_of(t))
     x = fresh_copy(x, target, o.pin_memory && device.is_cpu());

@@ -8,23 +8,24 @@
 // huge pages are unbacked again); 4 KB pages cost the same either way
 // (benchmarks/bench_idle.py).
 //
-// Policy casts (float64 -> float32, complex128 -> complex64) run our own
-// vectorised loop: in the calling thread up to 128 KB of output (skipping
-// ATen's dispatch and TensorIterator set-up, most of the cost there), up to
-// 1 MB on torch's thread pool through TensorIterator::for_each, from 32 MB
-// (always fresh memory) on the pool again, prefaulting the output a block
-// at a time; in between they are ATen's copy_ (memory-bound there). (ATen's
-// parallel_for is an inline OpenMP template: in a module built without
-// -fopenmp it runs serially, and -fopenmp could load a second OpenMP runtime
-// beside torch's.) Plain copies are a memcpy up to 128 KB, else ATen's
-// threaded copy_.
+// Policy casts (float64 -> float32, complex128 -> complex64) and plain
+// copies run our own loops: in the calling thread up to 128 KB of output
+// (skipping ATen's dispatch and TensorIterator set-up, most of the cost
+// there), above it in 128 KB pieces on parallel.h's pool, which never makes
+// the caller wait for a helper that has not started (torch's OpenMP pool
+// does, at its barrier: 4-12 ms per call on a busy machine). Other casts
+// are ATen's copy_ over pieces of the same pool, each single-threaded.
 
 #include "internal.h"
+#include "parallel.h"
 
 #include <ATen/ATen.h>
-#include <ATen/TensorIterator.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -45,6 +46,71 @@ void narrow_f64(float* __restrict d, const double* __restrict s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(s[i]);
 }
 
+
+// float64 -> float32 rounding to odd: the nearest float toward zero, with
+// its last bit set when the double was not exact. A second rounding to any
+// format with at least two fewer significand bits (float16, bfloat16,
+// float8) then gives the correctly rounded result of one rounding straight
+// from the double, which is what NumPy's casts compute; rounding to nearest
+// twice does not (1 + 2^-11 + 2^-40 becomes 1.0 in float16 through a float).
+float to_float_odd(double x) {
+  float f = static_cast<float>(x);
+  const double back = f;
+  if (back == x || x != x) return f;  // exact, or NaN
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if (std::fabs(back) > std::fabs(x)) bits -= 1;  // rounded away from zero
+  bits |= 1;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void narrow_f64_odd(float* __restrict d, const double* __restrict s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = to_float_odd(s[i]);
+}
+
+// Casts whose ATen kernel rounds twice (from double through float).
+bool rounds_twice_in_aten(at::ScalarType from, at::ScalarType to) {
+  if (from == at::kDouble) {
+    return to == at::kHalf || to == at::kBFloat16 || at::isFloat8Type(to);
+  }
+  return from == at::kComplexDouble && to == at::kComplexHalf;
+}
+
+// Output bytes per piece of parallel_for: ~20 us of work at memory speed,
+// small enough that the caller alone finishes what a late helper leaves.
+constexpr int64_t kPieceBytes = int64_t{128} << 10;
+// Up to this output size one thread wins: measured float64 -> float32 on
+// 2 cores, in one thread / on a second thread too: 32K elements (128 KB
+// out) 5.0 / 5.6 us, 48K 6.4 / 5.7 us, 64K 9.1 / 7.2 us.
+constexpr int64_t kInlineBytes = int64_t{128} << 10;
+
+// ATen's copy_ over pieces of the largest dimension, each piece
+// single-threaded, on parallel.h's pool.
+void copy_pieces(const at::Tensor& dst, const at::Tensor& src) {
+  const int64_t bytes = static_cast<int64_t>(std::max(dst.nbytes(), src.nbytes()));
+  if (dst.dim() == 0 || bytes <= kInlineBytes || dst.sizes() != src.sizes()) {
+    SerialAten serial;
+    dst.copy_(src);
+    return;
+  }
+  int64_t dim = 0;
+  for (int64_t i = 1; i < dst.dim(); ++i) {
+    if (dst.size(i) > dst.size(dim)) dim = i;
+  }
+  const int64_t n = dst.size(dim);
+  const int64_t grain = std::max<int64_t>(1, n * kPieceBytes / bytes);
+  // Helpers run with the caller's thread-local state (inference mode,
+  // dispatch keys): a piece of an inference tensor must be one there too.
+  const at::ThreadLocalState state;
+  parallel_for(n, grain, [&](int64_t b, int64_t e) {
+    at::ThreadLocalStateGuard guard(state);
+    dst.narrow(dim, b, e - b).copy_(src.narrow(dim, b, e - b));
+  });
+}
+
+}  // namespace
+
 // Faults in [p, p + n) as written, without touching the data
 // (MADV_POPULATE_WRITE, Linux 5.14+; elsewhere a no-op and the loop's own
 // writes fault the pages in). Only whole pages inside the range.
@@ -60,47 +126,6 @@ void prefault(void* p, size_t n) {
 #endif
 }
 
-// narrow_f64 over torch's intra-op thread pool. TensorIterator::for_each
-// is compiled inside libtorch, so the chunks run on torch's own OpenMP
-// workers (honouring torch.set_num_threads, serial inside a parallel
-// region) without this library bringing an OpenMP runtime of its own.
-// Against ATen's copy_ (same pool, same chunks) it skips the dtype dispatch
-// and runs the AVX-512 loop: faster while the data sits in the cores' L2.
-// `fresh`: the output was just allocated and may not be faulted in yet.
-void narrow_f64_parallel(float* d, const double* s, int64_t n, bool fresh) {
-  auto out = at::from_blob(d, {n}, at::TensorOptions().dtype(at::kFloat));
-  auto in = at::from_blob(const_cast<double*>(s), {n},
-                          at::TensorOptions().dtype(at::kDouble));
-  auto iter = at::TensorIteratorConfig()
-                  .add_output(out)
-                  .add_const_input(in)
-                  .check_all_same_dtype(false)
-                  .resize_outputs(false)
-                  .build();
-  // Fresh memory: each worker faults its next 1 MB of output in with one
-  // call, then fills it while it is still in cache. 256 page faults taken
-  // one by one inside the loop cost ~20% more (128M elements: 114-121 ms
-  // against 140-146 ms for torch.as_tensor's cast into the same memory).
-  constexpr int64_t kBlock = int64_t{1} << 18;  // elements = 1 MB of output
-  const int64_t block = fresh ? kBlock : std::numeric_limits<int64_t>::max();
-  iter.for_each([block, fresh](char** data, const int64_t* strides, int64_t size0,
-                               int64_t size1) {
-    // Two contiguous 1-d operands: the inner strides are the item sizes.
-    TORCH_INTERNAL_ASSERT(strides[0] == sizeof(float) && strides[1] == sizeof(double));
-    for (int64_t j = 0; j < size1; ++j) {
-      auto* o = reinterpret_cast<float*>(data[0] + j * strides[2]);
-      auto* i = reinterpret_cast<const double*>(data[1] + j * strides[3]);
-      for (int64_t k = 0; k < size0; k += block) {
-        const int64_t m = std::min(block, size0 - k);
-        if (fresh) prefault(o + k, static_cast<size_t>(m) * sizeof(float));
-        narrow_f64(o + k, i + k, m);
-      }
-    }
-  });
-}
-
-}  // namespace
-
 at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
                       at::ScalarType dtype) {
   return at::empty_strided(sizes, strides, at::TensorOptions().dtype(dtype));
@@ -108,25 +133,27 @@ at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
 
 bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
                 at::ScalarType src_type, int64_t numel) {
-  // Up to this output size one thread wins: measured float64 -> float32 on
-  // 2 cores, in one thread / through torch's pool: 32K elements (128 KB out)
-  // 5.0 / 5.6 us, 48K 6.4 / 5.7 us, 64K 9.1 / 7.2 us.
-  constexpr int64_t kInlineBytes = int64_t{128} << 10;
-  // Up to this output size our loop on torch's pool beats ATen's copy_ on
-  // the same pool (64K elements: 0.83-0.89 of the best peer against
-  // 0.91-0.92; 256K: 0.94-0.99 against 0.95-0.97). Beyond it, into heap
-  // memory already faulted in, the cast is bound by memory bandwidth and
-  // ATen's kernel measured as fast or faster (512K-4M elements: ties).
-  constexpr int64_t kPoolBytes = int64_t{1} << 20;
   // From here up glibc always maps fresh memory (its mmap threshold tops out
-  // at 32 MB), so every output page faults: our pool loop prefaults each
-  // block in one call (see narrow_f64_parallel). In between, outputs reuse
-  // heap memory already faulted in, and ATen's copy_ is as fast as ours.
+  // at 32 MB), so every output page faults: each piece faults its part in
+  // with one call, then fills it while it is still in cache (256 page
+  // faults taken one by one inside the loop cost ~20% more at 128M
+  // elements). Smaller outputs reuse heap memory already faulted in.
   constexpr int64_t kFreshBytes = int64_t{32} << 20;
-  const int64_t out_bytes = numel * static_cast<int64_t>(c10::elementSize(dst_type));
+  const int64_t item = static_cast<int64_t>(c10::elementSize(dst_type));
+  const int64_t out_bytes = numel * item;
+  const bool fresh = out_bytes >= kFreshBytes;
   if (dst_type == src_type) {
-    if (out_bytes > kInlineBytes) return false;  // ATen's threaded memcpy
-    std::memcpy(dst, src, out_bytes);
+    auto* d = static_cast<char*>(dst);
+    auto* s = static_cast<const char*>(src);
+    if (out_bytes <= kInlineBytes) {
+      std::memcpy(d, s, static_cast<size_t>(out_bytes));
+      return true;
+    }
+    parallel_for(out_bytes, fresh ? int64_t{1} << 20 : kPieceBytes,
+                 [&](int64_t b, int64_t e) {
+      if (fresh) prefault(d + b, static_cast<size_t>(e - b));
+      std::memcpy(d + b, s + b, static_cast<size_t>(e - b));
+    });
     return true;
   }
   // complex128 -> complex64 is float64 -> float32 on twice the numbers.
@@ -139,14 +166,49 @@ bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
   const int64_t n = numel * parts;
   if (out_bytes <= kInlineBytes) {
     narrow_f64(d, s, n);
-  } else if (out_bytes <= kPoolBytes) {
-    narrow_f64_parallel(d, s, n, /*fresh=*/false);
-  } else if (out_bytes >= kFreshBytes) {
-    narrow_f64_parallel(d, s, n, /*fresh=*/true);
-  } else {
-    return false;
+    return true;
   }
+  const int64_t grain = (fresh ? int64_t{1} << 20 : kPieceBytes) / int64_t{sizeof(float)};
+  parallel_for(n, grain, [&](int64_t b, int64_t e) {
+    if (fresh) prefault(d + b, static_cast<size_t>(e - b) * sizeof(float));
+    narrow_f64(d + b, s + b, e - b);
+  });
   return true;
+}
+
+void copy_into(const at::Tensor& dst, const at::Tensor& src) {
+  const bool twice = rounds_twice_in_aten(src.scalar_type(), dst.scalar_type());
+  if (src.requires_grad() && at::GradMode::is_enabled()) {
+    dst.copy_(src);  // records the graph (the pieces would not)
+    if (twice) {
+      // Same graph, values rounded once: CopyBackwards saves nothing of dst.
+      at::NoGradGuard no_grad;
+      copy_into(dst, src.detach());
+    }
+    return;
+  }
+  if (twice) {
+    const bool complex = src.is_complex();
+    at::Tensor s = src.resolve_conj().resolve_neg();
+    if (!s.is_non_overlapping_and_dense()) s = s.contiguous();  // exact
+    auto mid = empty_host(s.sizes(), s.strides(), complex ? at::kComplexFloat : at::kFloat);
+    // Dense with non-negative strides: the data pointer is the lowest address.
+    auto* m = static_cast<float*>(mid.data_ptr());
+    auto* x = static_cast<const double*>(s.const_data_ptr());
+    parallel_for(s.numel() * (complex ? 2 : 1), kPieceBytes / int64_t{sizeof(float)},
+                 [&](int64_t b, int64_t e) { narrow_f64_odd(m + b, x + b, e - b); });
+    copy_pieces(dst, mid);  // to nearest, from odd: one rounding in effect
+    return;
+  }
+  if (dst.sizes() == src.sizes() && dst.strides() == src.strides() &&
+      dst.is_non_overlapping_and_dense() && !src.is_conj() && !src.is_neg() &&
+      !src.is_quantized() && !dst.is_quantized() &&
+      (src.numel() == 0 ||
+       cast_dense(dst.data_ptr(), dst.scalar_type(), src.const_data_ptr(),
+                  src.scalar_type(), src.numel()))) {
+    return;
+  }
+  copy_pieces(dst, src);
 }
 
 }  // namespace torchbridge::detail

@@ -45,19 +45,31 @@ void check_target_dtype(at::ScalarType t, const char* api);
 // `pin` is set. Resolves conj/neg bits. Records autograd like copy_.
 at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin);
 
+// Faults the whole pages of [p, p + n) in as written, in one call
+// (MADV_POPULATE_WRITE; a no-op where the kernel lacks it): about half the
+// cost of taking the same faults one by one as a copy first writes them.
+void prefault(void* p, size_t n);
+
 // Fresh CPU memory for an output (host_memory.cpp): torch's CPU allocator,
 // 4 KB pages (why not huge pages: see there).
 at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
                       at::ScalarType dtype);
 
 // Fills `numel` dense elements of `dst` (fresh memory) from `src` (same
-// memory order) when the pair is a policy cast (float64 -> float32,
-// complex128 -> complex64) of up to 1 MB of output (in this thread up to
-// 128 KB, on torch's thread pool above) or of 32 MB and more (on the pool,
-// prefaulting the output), or a plain copy of up to 128 KB; returns false
-// otherwise, and the caller uses ATen's (threaded) copy_.
+// memory order) when the pair is a plain copy or a policy cast (float64 ->
+// float32, complex128 -> complex64): in this thread up to 128 KB of output,
+// above it in pieces on parallel.h's pool (prefaulting fresh output from
+// 32 MB). Returns false for any other pair (use copy_into).
 bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
                 at::ScalarType src_type, int64_t numel);
+
+// dst.copy_(src) for CPU tensors of one shape, without waiting on a helper
+// thread that has not started (parallel.h): cast_dense when it applies,
+// else ATen's copy_ on pieces of the largest dimension, each piece
+// single-threaded. Narrowing casts from float64 (to float16, bfloat16,
+// float8; complex128 to complex32) round once, as NumPy does, where ATen's
+// kernels round twice (through float32). Records autograd like copy_.
+void copy_into(const at::Tensor& dst, const at::Tensor& src);
 
 // The dtype that crosses the bus when `from` must become `to`: the target
 // when the cast narrows (it runs before the transfer), else the source's own

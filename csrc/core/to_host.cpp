@@ -90,7 +90,7 @@ at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin) {
         cast_dense(out.data_ptr(), dtype, src.const_data_ptr(),
                    src.scalar_type(), src.numel()))
       return out;
-    out.copy_(src);
+    copy_into(out, src);
     return out;
   }
   auto opts = src.options().dtype(dtype);
@@ -98,7 +98,12 @@ at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin) {
   // Preserve the layout of dense inputs: a linear pass instead of a
   // transposing one, as NumPy's astype(order='K') does.
   auto out = at::empty_like(src, opts, at::MemoryFormat::Preserve);
-  out.copy_(src);  // copy_ resolves conj/neg bits into the plain result
+  // copy_ resolves conj/neg bits into the plain result
+  if (src.is_cpu()) {
+    copy_into(out, src);
+  } else {
+    out.copy_(src);
+  }
   return out;
 }
 

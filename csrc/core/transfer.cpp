@@ -73,8 +73,9 @@ namespace {
 // Fills a staging chunk. Small same-dtype contiguous chunks take a plain
 // memcpy (ATen's copy_ costs a dispatch and an OpenMP fork/join, which
 // dominate below ~64 KB; one thread copied only ~11 GB/s on the H100 host);
-// the rest take ATen's copy_, which casts and runs on all cores (measured on an H100 host: 40-60 GB/s into pinned memory,
-// where a streaming-store memcpy managed 7 GB/s).
+// the rest take copy_into, which casts on all cores that are free (an H100
+// host filled pinned memory at 40-60 GB/s with ATen's threaded copy_,
+// where one thread's streaming-store memcpy managed 7 GB/s).
 void fill_stage(const at::Tensor& stage, const at::Tensor& src) {
   constexpr size_t kMemcpyMax = size_t{64} << 10;
   if (src.nbytes() <= kMemcpyMax && src.scalar_type() == stage.scalar_type() &&
@@ -82,7 +83,7 @@ void fill_stage(const at::Tensor& stage, const at::Tensor& src) {
     std::memcpy(stage.data_ptr(), src.const_data_ptr(), src.nbytes());
     return;
   }
-  stage.copy_(src);
+  copy_into(stage, src);
 }
 
 // Streams `pieces` (pairs of host source / device destination, same shape)
@@ -129,7 +130,7 @@ at::Tensor host_to_device(const at::Tensor& src, at::ScalarType bus_dtype,
     // Small: the driver stages pageable memory itself before returning (so
     // the source may change at once), faster than a staging pass here.
     // The narrowing cast (if any) still runs on the host first.
-    out.copy_(src.scalar_type() == bus_dtype ? src : src.to(bus_dtype),
+    out.copy_(src.scalar_type() == bus_dtype ? src : fresh_copy(src, bus_dtype, false),
               /*non_blocking=*/true);
   } else if (src.scalar_type() == bus_dtype && !src.is_conj() && !src.is_neg() &&
              src.is_pinned()) {
@@ -242,7 +243,7 @@ std::vector<at::Tensor> host_to_device_batch(
     if (s.scalar_type() == bus[i] && s.is_contiguous() && !s.is_conj() && !s.is_neg()) {
       std::memcpy(base + offsets[i], s.const_data_ptr(), s.nbytes());
     } else {
-      view_in(stage, offsets[i], bus[i], s.sizes()).copy_(s);
+      copy_into(view_in(stage, offsets[i], bus[i], s.sizes()), s);
     }
   }
   auto buffer = at::empty({std::max<int64_t>(total, 1)},

@@ -12,6 +12,7 @@
 #include "pyref.h"
 
 #include "../core/internal.h"
+#include "../core/parallel.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/Device.h>
@@ -275,6 +276,27 @@ PyObject* py_release_in_native_thread(PyObject*, PyObject* const* args,
   END_HANDLE_TH_ERRORS
 }
 
+// For tests and benchmarks: (threads usable now, helper threads started)
+// of the pool that casts and loads run on (core/parallel.h); with an
+// argument, makes every further helper creation fail (True) or not.
+PyObject* py_parallel(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  TORCH_CHECK_TYPE(nargs <= 1, "_parallel(fail_thread_creation=None)");
+  if (nargs == 1) {
+    const int fail = PyObject_IsTrue(args[0]);
+    if (fail < 0) throw python_error();
+    detail::set_fail_thread_creation(fail != 0);
+  }
+  const int usable = detail::usable_threads();
+  int helpers;
+  {
+    GilRelease nogil(true);  // may start threads
+    helpers = detail::helper_threads();
+  }
+  return Py_BuildValue("(ii)", usable, helpers);
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"to_tensor", reinterpret_cast<PyCFunction>(py_to_tensor),
      METH_FASTCALL | METH_KEYWORDS,
@@ -330,6 +352,8 @@ PyMethodDef methods[] = {
     {"_release_in_native_thread",
      reinterpret_cast<PyCFunction>(py_release_in_native_thread), METH_FASTCALL,
      "Test helper: drop a tensor on a GIL-less native thread (private)."},
+    {"_parallel", reinterpret_cast<PyCFunction>(py_parallel), METH_FASTCALL,
+     "Pool state, or make thread creation fail, for tests (private)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

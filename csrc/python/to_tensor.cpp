@@ -79,7 +79,11 @@ std::string blocker_reason(Blocker b, PyArrayObject* arr) {
 
 void copy_tensor(const at::Tensor& dst, const at::Tensor& src) {
   GilRelease nogil(dst.nbytes() >= static_cast<size_t>(kReleaseGilBytes));
-  dst.copy_(src);
+  if (dst.is_cpu() && src.is_cpu()) {
+    detail::copy_into(dst, src);
+  } else {
+    dst.copy_(src);
+  }
 }
 
 // An ndarray viewing `t`'s memory with no base: only for use while `t` is
