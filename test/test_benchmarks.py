@@ -100,3 +100,30 @@ def test_bench_idle_tiny_run_prints_both_tables():
     for r in rows:  # tight ms, idle ms, ratio: all positive numbers
         cells = [c.strip() for c in r.split("|")[2:5]]
         assert all(float(c.split()[0]) > 0 for c in cells), r
+
+
+def test_bench_busy_quick_run_measures_both_phases(tmp_path):
+    out = tmp_path / "results"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_busy.py"), "--quick",
+         "--seconds", "0.2", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / "busy.json").read_text())
+    assert res["problems"] == [] and res["spinners"] >= 1
+    phases = {}
+    for row in res["rows"]:
+        phases.setdefault(row["phase"], []).append(row["case"])
+        assert _positive(row["ratio_mean"]) and _positive(row["ratio_p99"])
+        assert [c["role"] for c in row["candidates"]][0] == "ours"
+        for c in row["candidates"]:
+            assert c["calls"] >= 20
+            for key in ("mean_s", "p99_s", "median_s"):
+                assert _positive(c[key]), (row["case"], c["expr"], key)
+    assert set(phases) == {"quiet", "busy"} and phases["quiet"] == phases["busy"]
+    assert "| busy |" in (out / "busy.md").read_text()
+    # The spinners are gone: no python child of ours still runs "while True".
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "while True: pass" not in ps

@@ -176,6 +176,29 @@ bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
   return true;
 }
 
+bool stack_dense(void* dst, at::ScalarType dst_type,
+                 const std::vector<const void*>& srcs, at::ScalarType src_type,
+                 int64_t numel) {
+  const bool plain = dst_type == src_type;
+  const bool policy = (src_type == at::kDouble && dst_type == at::kFloat) ||
+                      (src_type == at::kComplexDouble && dst_type == at::kComplexFloat);
+  if (!plain && !policy) return false;
+  const int64_t out_item = static_cast<int64_t>(c10::elementSize(dst_type));
+  const int64_t block = numel * out_item;  // output bytes per source
+  const int64_t count = static_cast<int64_t>(srcs.size());
+  if (block == 0 || count == 0) return true;
+  auto* d = static_cast<char*>(dst);
+  // Blocks of 128 KB and more are pieces of their own (cast_dense splits
+  // the larger ones itself, inline when nested); smaller ones are grouped.
+  const int64_t grain = std::max<int64_t>(1, kPieceBytes / block);
+  parallel_for(count, grain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      cast_dense(d + i * block, dst_type, srcs[static_cast<size_t>(i)], src_type, numel);
+    }
+  });
+  return true;
+}
+
 void copy_into(const at::Tensor& dst, const at::Tensor& src) {
   const bool twice = rounds_twice_in_aten(src.scalar_type(), dst.scalar_type());
   if (src.requires_grad() && at::GradMode::is_enabled()) {

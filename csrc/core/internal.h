@@ -63,6 +63,14 @@ at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
 bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
                 at::ScalarType src_type, int64_t numel);
 
+// Stacks `srcs.size()` dense blocks of `numel` items of `src_type` (same
+// memory order as the output) into `dst` one after another, as cast_dense
+// would each, in pieces of several blocks on parallel.h's pool. Returns
+// false, having written nothing, when cast_dense does not take the pair.
+bool stack_dense(void* dst, at::ScalarType dst_type,
+                 const std::vector<const void*>& srcs, at::ScalarType src_type,
+                 int64_t numel);
+
 // dst.copy_(src) for CPU tensors of one shape, without waiting on a helper
 // thread that has not started (parallel.h): cast_dense when it applies,
 // else ATen's copy_ on pieces of the largest dimension, each piece

@@ -303,7 +303,7 @@ void parallel_for(int64_t n, int64_t grain,
   }
   if (!p || threads == 1) {
     SerialAten serial;
-    fn(0, n);
+    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
     return;
   }
   auto job = std::make_shared<Job>();
@@ -322,7 +322,7 @@ void parallel_for(int64_t n, int64_t grain,
   work(*job);
   // Every piece is claimed now; wait only for those a helper is running.
   // They are short (one piece each), so spin briefly before sleeping.
-  for (int spin = 0; spin < 4000 &&
+  for (int spin = 0; spin < 1000 &&
        job->finished.load(std::memory_order_acquire) != pieces; ++spin) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
