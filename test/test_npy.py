@@ -15,7 +15,9 @@ import gc
 import io
 import os
 import pathlib
+import subprocess
 import sys
+import textwrap
 import warnings
 import zipfile
 
@@ -374,3 +376,57 @@ def test_failing_calls_leak_no_references(tmp_path):
         with pytest.raises(TypeError):
             tb.save(path, torch.ones(1, dtype=torch.bfloat16))
     assert sys.getrefcount(path) == before
+
+
+# ------------------------------------------- issue 11: hostile paths and files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs `script` in a fresh interpreter, so a crash or a hang fails the
+    test instead of killing or freezing the suite."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                              cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the script hung for {timeout} s: {e.stdout!r} {e.stderr!r}")
+
+
+ITEMS = {
+    "lists": "[['a', torch.ones(1)]]",
+    "a 3-tuple": "[('a', torch.ones(1), 0)]",
+    "a 1-tuple": "[('a',)]",
+    "a str": "['ab']",
+    "None": "[None]",
+}
+
+
+@pytest.mark.parametrize("case", list(ITEMS))
+def test_save_of_a_mapping_whose_items_are_not_pairs_is_a_type_error(tmp_path, case):
+    # Was SIGSEGV: PyTuple_GET_ITEM on whatever items() yielded.
+    p = tmp_path / "m.npz"
+    r = run_script(f"""
+        import collections.abc, torch, torchbridge as tb
+        class M(collections.abc.Mapping):
+            def __getitem__(self, k): raise KeyError(k)
+            def __iter__(self): return iter(())
+            def __len__(self): return 1
+            def items(self): return {ITEMS[case]}
+        try:
+            tb.save({str(p)!r}, M())
+        except TypeError as e:
+            print("TypeError:", e)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "TypeError: save(): obj.items() yielded " in r.stdout, r.stdout
+    assert "not a (name, tensor) pair" in r.stdout and "dict(" in r.stdout, r.stdout
+    assert not p.exists()
+
+
+def test_save_of_a_mapping_with_a_non_str_key_names_it(tmp_path):
+    with pytest.raises(TypeError, match=r"names must be str, got int \(1\)"):
+        tb.save(tmp_path / "a.npz", {1: torch.ones(1)})
+    assert not os.listdir(tmp_path)

@@ -173,11 +173,21 @@ PyObject* py_save(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   arrays.reserve(static_cast<size_t>(n));
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* item = PyList_GET_ITEM(items.get(), i);
+    // items() of a Mapping that is not a dict may yield anything.
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+      PyErr_Format(PyExc_TypeError,
+                   "save(): obj.items() yielded %.200R (a %s), not a (name, "
+                   "tensor) pair; pass a dict (e.g. dict(obj)) or a Mapping "
+                   "whose items() yields 2-tuples.",
+                   item, Py_TYPE(item)->tp_name);
+      throw python_error();
+    }
     PyObject* key = PyTuple_GET_ITEM(item, 0);
     PyObject* value = PyTuple_GET_ITEM(item, 1);
     if (!PyUnicode_Check(key)) {
       PyErr_Format(PyExc_TypeError,
-                   "save(): archive names must be str, got %s (%R)",
+                   "save(): archive names must be str, got %s (%.200R); use "
+                   "str keys, e.g. {str(k): v for k, v in obj.items()}.",
                    Py_TYPE(key)->tp_name, key);
       throw python_error();
     }
