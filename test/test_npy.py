@@ -430,3 +430,53 @@ def test_save_of_a_mapping_with_a_non_str_key_names_it(tmp_path):
     with pytest.raises(TypeError, match=r"names must be str, got int \(1\)"):
         tb.save(tmp_path / "a.npz", {1: torch.ones(1)})
     assert not os.listdir(tmp_path)
+
+
+def zip_data_range(path, name):
+    """(offset, size) of member `name`'s raw data in the archive."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+    nlen, xlen = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    return info.header_offset + 30 + nlen + xlen, info.compress_size
+
+
+def corrupt_member(path, name, at=-1):
+    off, size = zip_data_range(path, name)
+    with open(path, "r+b") as f:
+        f.seek(off + (at % size))
+        b = f.read(1)
+        f.seek(off + (at % size))
+        f.write(bytes([b[0] ^ 0x55]))
+
+
+def test_mmap_load_of_npz_verifies_the_crc_of_stored_members(tmp_path):
+    p = tmp_path / "a.npz"
+    tb.save(p, {"a": torch.arange(1000.0), "b": torch.ones(3)})
+    good = tb.load(p, mmap=True)
+    assert mapped(p) and torch.equal(good["a"], torch.arange(1000.0))
+    del good
+    gc.collect()
+    corrupt_member(p, "a.npy")  # the last data byte: no parser sees it
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match=r'npz::load\(".*"\), member "a.npy": '
+                                             r"CRC-32 mismatch"):
+            tb.load(p, mmap=mmap)
+    gc.collect()
+    assert not mapped(p)  # nothing of the refused archive stays mapped
+
+
+def test_mmap_load_checks_the_crc_before_normalizing_bools(tmp_path):
+    # Bool bytes other than 0/1 are set to 1 in the private mapping: the CRC
+    # is of the file's bytes, so it must be computed before that.
+    p = tmp_path / "b.npz"
+    raw = torch.tensor([0, 2, 1, 255], dtype=torch.uint8)
+    tb.save(p, {"b": raw.view(torch.bool)})
+    with zipfile.ZipFile(p) as zf:
+        assert zf.testzip() is None
+    t = tb.load(p, mmap=True)["b"]
+    assert t.view(torch.uint8).tolist() == [0, 1, 1, 1]
+    assert t.tolist() == [False, True, True, True]
+    assert tb.load(p)["b"].view(torch.uint8).tolist() == [0, 1, 1, 1]

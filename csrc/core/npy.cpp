@@ -304,6 +304,10 @@ Arrays load(const std::string& path, npy::LoadOptions options) {
     at::Tensor t;
     if (map && m.method == 0 && h.nbytes > 0 &&
         !view_blocker(h, offset, options)) {
+      // The CRC-32 is of the file's bytes: checked over the mapping in place
+      // (one pass, no copy) before view_of normalizes bools in it.
+      in.skip(h.nbytes, "the array data");
+      in.finish();
       t = view_of(map, offset, h);
     } else {
       t = allocate(h);

@@ -529,6 +529,30 @@ void MemberStream::read(void* dst, size_t n, const char* what) {
   }
 }
 
+void MemberStream::skip(uint64_t n, const char* what) {
+  if (n > remaining()) {
+    fail(where_, "truncated member: " + std::string(what) + " needs " +
+                     std::to_string(n) + " bytes, but the member has " +
+                     std::to_string(remaining()) + " left of " +
+                     std::to_string(member_.size));
+  }
+  const uint8_t* base = source_.data();
+  if (!zs_ && base) {
+    // In place: the range is inside the source (read_zip_directory checked
+    // the member against the source's size).
+    crc_ = static_cast<uint32_t>(
+        crc32_z(crc_, base + member_.data_offset + produced_, static_cast<size_t>(n)));
+    produced_ += n;
+    return;
+  }
+  std::vector<uint8_t> chunk(static_cast<size_t>(std::min<uint64_t>(n, 1 << 20)));
+  while (n > 0) {
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(n, chunk.size()));
+    read(chunk.data(), k, what);
+    n -= k;
+  }
+}
+
 void MemberStream::finish() {
   if (produced_ != member_.size) {
     fail(where_, "internal error: finish() before the member was read");

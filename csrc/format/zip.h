@@ -55,6 +55,11 @@ class MemberStream final : public Stream {
   MemberStream& operator=(const MemberStream&) = delete;
 
   void read(void* dst, size_t n, const char* what) override;
+  // Consumes the next `n` bytes without handing them out, still counting
+  // them into the CRC-32 that finish() checks. A stored member of a source
+  // in memory (a mapping) is checksummed in place: no copy, for members
+  // that npz::load makes views of.
+  void skip(uint64_t n, const char* what);
   uint64_t remaining() const override { return member_.size - produced_; }
   uint64_t position() const override { return produced_; }
 

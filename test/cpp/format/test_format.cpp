@@ -519,6 +519,33 @@ TEST(Zip, DuplicateNamesAreRefused) {
   EXPECT_ERROR(directory(z), "two members named 'a.npy'");
 }
 
+TEST(Zip, SkipChecksTheCrcInPlaceOrByReading) {
+  for (bool compress : {false, true}) {
+    SCOPED_TRACE(compress);
+    auto z = make_zip({{"a.npy", pattern(5000), compress}});
+    const ZipMember m = directory(z)[0];
+    auto skip_all = [&] {
+      MemorySource src(z.data(), z.size(), "npz::load(\"t.npz\")");
+      MemberStream in(src, m, "npz::load(\"t.npz\"), member");
+      std::string head(10, '\0');
+      in.read(&head[0], head.size(), "header");
+      in.skip(in.remaining(), "data");
+      EXPECT_EQ(in.remaining(), 0u);
+      in.finish();
+    };
+    skip_all();
+    {
+      MemorySource src(z.data(), z.size(), "t");
+      MemberStream in(src, m, "t");
+      EXPECT_ERROR(in.skip(m.size + 1, "data"), "truncated member");
+    }
+    if (!compress) {
+      z[m.data_offset + m.size - 1] ^= 0x55;  // the last byte
+      EXPECT_ERROR(skip_all(), "CRC-32 mismatch");
+    }
+  }
+}
+
 TEST(Zip, OverlappingMembersAreRefused) {
   // The overlapping-member zip bomb: two entries sharing one local header
   // region (here: the second entry points at the first one's header).
