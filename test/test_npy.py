@@ -480,3 +480,39 @@ def test_mmap_load_checks_the_crc_before_normalizing_bools(tmp_path):
     assert t.view(torch.uint8).tolist() == [0, 1, 1, 1]
     assert t.tolist() == [False, True, True, True]
     assert tb.load(p)["b"].view(torch.uint8).tolist() == [0, 1, 1, 1]
+
+
+def rename_member(path, old: bytes, new: bytes):
+    data = pathlib.Path(path).read_bytes()
+    assert len(old) == len(new) and data.count(old) == 2  # local + central
+    pathlib.Path(path).write_bytes(data.replace(old, new))
+
+
+def test_npz_names_that_collide_after_decoding_are_refused(tmp_path):
+    # b"\x82.npy" without the UTF-8 flag is code page 437 for "é.npy", the
+    # name of the UTF-8-flagged second member: one would be dropped silently.
+    p = tmp_path / "c.npz"
+    with zipfile.ZipFile(p, "w") as zf:
+        for name, a in (("X.npy", np.arange(3)), ("é.npy", np.arange(5))):
+            buf = io.BytesIO()
+            np.save(buf, a)
+            zf.writestr(name, buf.getvalue())
+    rename_member(p, b"X.npy", b"\x82.npy")
+    with zipfile.ZipFile(p) as zf:
+        assert zf.namelist() == ["é.npy", "é.npy"]
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match="two members named \"é.npy\""):
+            tb.load(p, mmap=mmap)
+
+
+def test_npz_exact_duplicate_names_are_refused(tmp_path):
+    p = tmp_path / "d.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile: "Duplicate name"
+        with zipfile.ZipFile(p, "w") as zf:
+            for a in (np.arange(3), np.arange(5)):
+                buf = io.BytesIO()
+                np.save(buf, a)
+                zf.writestr("x.npy", buf.getvalue())
+    with pytest.raises(ValueError, match="two members named \"x.npy\""):
+        tb.load(p)

@@ -40,7 +40,9 @@ struct ZipMember {
 };
 
 // The archive's members in central-directory order (the order numpy.savez
-// wrote them). Throws Error naming source.where() and the fault.
+// wrote them). Throws Error naming source.where() and the fault; two
+// members whose names are equal once decoded (CP437 or UTF-8) are a fault,
+// since a loader keyed by name would drop one of them.
 std::vector<ZipMember> read_zip_directory(const ByteSource& source);
 
 // A member's uncompressed bytes, read in order. remaining() is what the

@@ -85,7 +85,8 @@ using Arrays = std::vector<std::pair<std::string, at::Tensor>>;
 // which lives as long as any such tensor; other members are read (inflated)
 // into memory. Every member's CRC-32 is verified, views included: over the
 // mapped bytes in place, in one pass, without a copy (so unlike npy::load's
-// mapping this reads the data once).
+// mapping this reads the data once). Two members whose names are equal once
+// decoded (code page 437 or UTF-8) are refused, since one would be lost.
 Arrays load(const std::string& path, npy::LoadOptions options = {});
 
 struct SaveOptions {

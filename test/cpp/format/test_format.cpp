@@ -516,7 +516,20 @@ TEST(Zip, DuplicateNamesAreRefused) {
   const size_t second_local = get32(z, central(z) + 46 + 5 + 42);
   z[second_local + 30] = 'a';
   z[central(z) + 46 + 5 + 46] = 'a';
-  EXPECT_ERROR(directory(z), "two members named 'a.npy'");
+  EXPECT_ERROR(directory(z), "two members named \"a.npy\"; loading it would drop one");
+}
+
+TEST(Zip, NamesThatCollideOnceDecodedAreRefused) {
+  // "\x82.npy" without the UTF-8 flag is code page 437 for "\u00e9.npy", the
+  // UTF-8-flagged second name: keyed by name, one member would vanish.
+  auto z = make_zip({{"X.npy", "1", false}, {"\xc3\xa9.npy", "2", false}});
+  ASSERT_EQ(z[30], 'X');
+  ASSERT_EQ(z[central(z) + 46], 'X');
+  z[30] = 0x82;
+  z[central(z) + 46] = 0x82;
+  EXPECT_ERROR(directory(z),
+               "two members named \"\xc3\xa9.npy\" once decoded, from '\\x82.npy' "
+               "(code page 437, no UTF-8 flag) and '\\xc3\\xa9.npy' (UTF-8)");
 }
 
 TEST(Zip, SkipChecksTheCrcInPlaceOrByReading) {
