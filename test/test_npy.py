@@ -516,3 +516,116 @@ def test_npz_exact_duplicate_names_are_refused(tmp_path):
                 zf.writestr("x.npy", buf.getvalue())
     with pytest.raises(ValueError, match="two members named \"x.npy\""):
         tb.load(p)
+
+
+SPECIAL_LOAD = """
+    import errno, os, socket, sys, threading, time, torchbridge as tb
+    kind, path = sys.argv[1], sys.argv[2]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX); s.bind(path)
+    ticks = [0]
+    def tick():
+        while True:
+            ticks[0] += 1
+            time.sleep(0.001)
+    threading.Thread(target=tick, daemon=True).start()
+    for mmap in (False, True):
+        try:
+            tb.load(path, mmap=mmap)
+            print("loaded")
+        except OSError as e:
+            print(type(e).__name__, errno.errorcode.get(e.errno), e)
+    print("ticks", ticks[0] > 0)
+"""
+
+
+@pytest.mark.parametrize("kind,what", [("fifo", "a FIFO (named pipe)"),
+                                       ("socket", "a socket"),
+                                       ("chardev", "a character device")])
+def test_load_refuses_what_is_not_a_regular_file_without_blocking(tmp_path, kind, what):
+    # A FIFO without a writer blocked open() with the GIL held: every thread
+    # froze, and the subprocess hangs (run_script fails it after 60 s).
+    path = "/dev/null" if kind == "chardev" else str(tmp_path / kind)
+    env_script = SPECIAL_LOAD.replace("sys.argv[1], sys.argv[2]", f"{kind!r}, {path!r}")
+    r = run_script(env_script, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3, r.stdout
+    for line in lines[:2]:
+        assert line.startswith(f'OSError EINVAL [Errno 22] load("{path}"): is {what}, '
+                               "not a regular file"), line
+        assert "copy it to a regular file" in line, line
+    assert lines[2] == "ticks True"
+
+
+def inotify_opens(path, action) -> int:
+    """How many times `action()` opens `path` (inotify IN_OPEN events; the
+    watch takes closes too, or consecutive opens would merge into one)."""
+    import ctypes
+    import ctypes.util
+    import struct
+
+    in_open, in_close = 0x20, 0x08 | 0x10
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK)
+    if fd < 0:
+        pytest.skip("inotify is not available")
+    try:
+        if libc.inotify_add_watch(fd, os.fsencode(path), in_open | in_close) < 0:
+            pytest.skip("inotify_add_watch failed")
+        action()
+        try:
+            events = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return 0
+        opens, at = 0, 0
+        while at < len(events):
+            _, mask, _, name_len = struct.unpack_from("iIII", events, at)
+            opens += bool(mask & in_open)
+            at += 16 + name_len
+        return opens
+    finally:
+        os.close(fd)
+
+
+def test_load_opens_the_file_once(tmp_path):
+    tb.save(tmp_path / "a.npy", torch.arange(10))
+    tb.save(tmp_path / "a.npz", {"x": torch.arange(10)})
+    for name in ("a.npy", "a.npz"):
+        for mmap in (False, True):
+            assert inotify_opens(tmp_path / name, lambda: tb.load(tmp_path / name, mmap=mmap)) == 1
+
+
+def test_other_threads_run_while_a_big_file_loads(tmp_path):
+    # The whole load (open, sniff, parse, read) runs without the GIL. With
+    # a long switch interval the only way the counter thread can run during
+    # tb.load is the load releasing the GIL.
+    p = tmp_path / "big.npy"
+    np.save(p, np.ones(16 << 20, dtype=np.float32))  # 64 MB
+    r = run_script(f"""
+        import sys, threading, time, torchbridge as tb
+        sys.setswitchinterval(1000.0)
+        count, stop, started = [0], [False], threading.Event()
+        def counter():
+            started.set()
+            while not stop[0]:
+                count[0] += 1
+                time.sleep(0)  # gives the GIL back (and nothing else does)
+        th = threading.Thread(target=counter)
+        th.start()
+        started.wait()
+        progressed = 0
+        for _ in range(10):
+            before = count[0]
+            t = tb.load({str(p)!r})
+            progressed += count[0] > before
+            del t
+        stop[0] = True
+        th.join()
+        print("progressed", progressed)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("progressed "), r.stdout
+    assert int(r.stdout.split()[1]) > 0, r.stdout

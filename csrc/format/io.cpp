@@ -19,6 +19,33 @@ namespace {
 // Linux moves at most 0x7ffff000 bytes per read/write call.
 constexpr size_t kMaxIo = size_t{1} << 30;
 
+const char* kind_of(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
+}
+
+// EINVAL: Python has no OSError subclass for "wrong kind of file", and
+// ESPIPE/ENODEV would each describe only some of the kinds.
+[[noreturn]] void fail_not_regular(const std::string& where, mode_t mode,
+                                   bool writing) {
+  const std::string kind = kind_of(mode);
+  std::string why =
+      writing
+          ? "; torchbridge saves by writing a new regular file and renaming it "
+            "over the old one, which would replace " + kind +
+                " instead of writing into it: save to a regular file path "
+                "(and copy that file there if you must)"
+          : "; torchbridge loads only regular files, whose size it can take "
+            "and which it can read at any offset or map: read the bytes "
+            "yourself (e.g. numpy.load(io.BytesIO(data))) or copy it to a "
+            "regular file first";
+  throw IoError(where + ": is " + kind + ", not a regular file" + why, EINVAL);
+}
+
 }  // namespace
 
 std::string quote(const std::string& s) {
@@ -77,18 +104,30 @@ void MemorySource::read(uint64_t offset, void* dst, size_t n,
 
 FileSource::FileSource(const std::string& path, std::string where)
     : ByteSource(std::move(where)) {
+  // Checked before opening too: opening some devices acts (a tape rewinds,
+  // a watchdog arms). The fstat below is the check that counts.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) &&
+      !S_ISDIR(st.st_mode)) {
+    fail_not_regular(this->where(), st.st_mode, false);
+  }
+  // O_NONBLOCK: a FIFO without a writer would block open() forever.
   do {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   } while (fd_ < 0 && errno == EINTR);
   if (fd_ < 0) fail_errno(this->where(), "cannot open the file", errno);
-  struct stat st;
-  if (::fstat(fd_, &st) != 0) {
+  // A throwing constructor runs no destructor: close before each throw.
+  auto close_fd = [&] {
     const int e = errno;
     ::close(fd_);
-    fail_errno(this->where(), "cannot stat the file", e);
+    fd_ = -1;
+    return e;
+  };
+  if (::fstat(fd_, &st) != 0) {
+    fail_errno(this->where(), "cannot stat the file", close_fd());
   }
   if (S_ISDIR(st.st_mode)) {
-    ::close(fd_);
+    close_fd();
     fail_errno(this->where(), "cannot open the file", EISDIR);
   }
   if (!S_ISREG(st.st_mode)) {
@@ -97,6 +136,11 @@ FileSource::FileSource(const std::string& path, std::string where)
                         "cannot be loaded: the loader needs the file's size)");
   }
   size_ = static_cast<uint64_t>(st.st_size);
+}
+
+FileSource::FileSource(FileSource&& other, std::string where)
+    : ByteSource(std::move(where)), fd_(other.fd_), size_(other.size_) {
+  other.fd_ = -1;
 }
 
 FileSource::~FileSource() {

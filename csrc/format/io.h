@@ -84,11 +84,17 @@ class MemorySource final : public ByteSource {
 };
 
 // A regular file opened for reading (pread, so one FileSource may serve
-// several readers). Throws IoError when the file cannot be opened and Error
-// when it is not a regular file.
+// several readers). The path is opened once, with O_NONBLOCK so that a FIFO
+// without a writer cannot block open(); anything but a regular file is then
+// refused: a directory with IoError(EISDIR), a FIFO, socket or device with
+// IoError(EINVAL) saying what it is and what to do instead. Other failures
+// to open are IoError with the OS's errno.
 class FileSource final : public ByteSource {
  public:
   FileSource(const std::string& path, std::string where);
+  // Takes over `other`'s open file under a new `where` (once the caller
+  // knows which entry point reads it: npy::load or npz::load).
+  FileSource(FileSource&& other, std::string where);
   ~FileSource() override;
   FileSource(const FileSource&) = delete;
   FileSource& operator=(const FileSource&) = delete;

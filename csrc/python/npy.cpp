@@ -16,8 +16,6 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cstring>
 
@@ -64,17 +62,6 @@ auto without_gil(F&& f) -> decltype(f()) {
   throw python_error();
 }
 
-// A zip archive (.npz) starts with a local header, or is an empty archive.
-bool looks_like_zip(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;  // npy::load reports why
-  char head[4] = {};
-  const ssize_t n = ::read(fd, head, sizeof head);
-  ::close(fd);
-  return n == 4 && (std::memcmp(head, "PK\x03\x04", 4) == 0 ||
-                    std::memcmp(head, "PK\x05\x06", 4) == 0);
-}
-
 bool ends_with(const std::string& s, const char* suffix) {
   const size_t n = std::strlen(suffix);
   return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
@@ -94,18 +81,21 @@ PyObject* py_load(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   auto place = [&](at::Tensor t) {
     return device ? detail::move_to_device(t, *device, false) : t;
   };
-  if (!looks_like_zip(path)) {
-    at::Tensor t = without_gil([&] { return place(npy::load(path, options)); });
-    return THPVariable_Wrap(std::move(t));
-  }
-  npz::Arrays arrays = without_gil([&] {
-    npz::Arrays out = npz::load(path, options);
-    for (auto& entry : out) entry.second = place(entry.second);
+  // Open, sniff, parse, read and move all without the GIL: a slow or
+  // blocking file must not stop the other Python threads.
+  detail::LoadedFile loaded = without_gil([&] {
+    detail::LoadedFile out = detail::load_file(path, options, "load");
+    if (!out.is_npz) {
+      out.tensor = place(out.tensor);
+    } else {
+      for (auto& entry : out.arrays) entry.second = place(entry.second);
+    }
     return out;
   });
+  if (!loaded.is_npz) return THPVariable_Wrap(std::move(loaded.tensor));
   THPObjectPtr dict(PyDict_New());
   if (!dict) throw python_error();
-  for (auto& [name, tensor] : arrays) {
+  for (auto& [name, tensor] : loaded.arrays) {
     THPObjectPtr key(PyUnicode_DecodeUTF8(name.data(),
                                           static_cast<Py_ssize_t>(name.size()),
                                           "surrogateescape"));
@@ -225,7 +215,9 @@ PyMethodDef npy_methods[] = {
      "member's CRC-32 is verified (views in place, without a copy).\n"
      "device= moves the result there after loading.\n"
      "Malformed files raise ValueError, I/O failures OSError; object "
-     "(pickled) arrays are refused."},
+     "(pickled) arrays are refused. Only regular files load: a FIFO, "
+     "socket or device raises OSError without blocking. The file is opened "
+     "once and read without holding the GIL."},
     {"save", reinterpret_cast<PyCFunction>(py_save),
      METH_FASTCALL | METH_KEYWORDS,
      "save(path, obj, *, compress=False)\n--\n\n"

@@ -15,6 +15,8 @@
 // Errors: a missing, unreadable, malformed or hostile file throws
 // torchbridge::Error naming the function, the file and the fault (I/O
 // failures carry the OS's reason). Object (pickled) arrays are refused.
+// Only regular files are read: a FIFO, socket or device is refused without
+// blocking (see README.md, "File safety", for these rules and save's).
 // Headers are parsed, never evaluated, and bounded to 10000 bytes like
 // NumPy's max_header_size; shapes are checked for overflow against the real
 // file size before anything is allocated; a .npz archive's directory is

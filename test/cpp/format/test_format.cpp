@@ -9,8 +9,16 @@
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -727,4 +735,91 @@ TEST(Files, MissingFileIsAnIoErrorWithErrno) {
 
 TEST(Files, ApiQuotesOddPaths) {
   EXPECT_EQ(api("npy::load", "a\"b\n.npy"), "npy::load(\"a\\\"b\\x0a.npy\")");
+}
+
+// ---------------------------------------------------------------- file safety
+
+namespace {
+
+// A fresh directory under /tmp (mode 0777, so a child that dropped root can
+// use it), removed with everything in it.
+struct ScratchDir {
+  ScratchDir() {
+    char tmpl[] = "/tmp/tb-format-XXXXXX";
+    path = ::mkdtemp(tmpl);
+    ::chmod(path.c_str(), 0777);
+  }
+  ~ScratchDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(path.c_str())) {
+      while (dirent* e = ::readdir(d)) {
+        if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) out.push_back(e->d_name);
+      }
+      ::closedir(d);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::string path;
+};
+
+void save_bytes(const std::string& path, const std::string& bytes) {
+  AtomicFile f(path, api("npy::save", path));
+  f.write(bytes.data(), bytes.size());
+  f.commit();
+}
+
+std::string slurp(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out;
+}
+
+// The errno of the IoError `stmt` throws (0 if none; -1 for another Error).
+template <class F>
+int io_errno(F&& stmt, std::string* message = nullptr) {
+  try {
+    stmt();
+  } catch (const IoError& e) {
+    if (message) *message = e.what();
+    return e.code();
+  } catch (const torchbridge::Error& e) {
+    if (message) *message = e.what();
+    return -1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST(Files, NonRegularFilesAreRefusedWithoutBlocking) {
+  ScratchDir d;
+  ASSERT_EQ(::mkfifo((d / "fifo").c_str(), 0666), 0);
+  std::string msg;
+  // No writer: a blocking open() would never return.
+  EXPECT_EQ(io_errno([&] { FileSource f(d / "fifo", "load(\"fifo\")"); }, &msg), EINVAL);
+  EXPECT_NE(msg.find("load(\"fifo\"): is a FIFO (named pipe), not a regular file; "),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("copy it to a regular file first"), std::string::npos) << msg;
+  EXPECT_EQ(io_errno([&] { FileSource f("/dev/null", "w"); }, &msg), EINVAL);
+  EXPECT_NE(msg.find("is a character device"), std::string::npos) << msg;
+}
+
+TEST(Files, OneOpenServesSniffingAndReadingUnderANewName) {
+  ScratchDir d;
+  save_bytes(d / "a", "PK\x05\x06 and more");
+  FileSource first(d / "a", "load(\"a\")");
+  char head[4];
+  first.read(0, head, 4, "the magic");
+  FileSource second(std::move(first), "npz::load(\"a\")");
+  EXPECT_EQ(first.fd(), -1);
+  EXPECT_EQ(second.size(), 13u);
+  EXPECT_ERROR(second.read(10, head, 8, "x"), "npz::load(\"a\"): truncated file");
 }
