@@ -11,10 +11,12 @@ test/cpp/format/test_format.cpp).
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -629,3 +631,189 @@ def test_other_threads_run_while_a_big_file_loads(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("progressed "), r.stdout
     assert int(r.stdout.split()[1]) > 0, r.stdout
+
+
+def leftovers(*dirs) -> list:
+    """Temporary files a save left behind."""
+    return [n for d in dirs for n in os.listdir(d) if ".tmp" in n or n.startswith(".tb")]
+
+
+def test_save_through_symlinks_replaces_the_final_target_and_keeps_the_links(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    tb.save(real / "a.npy", torch.zeros(2))
+    os.symlink("real/a.npy", tmp_path / "link1.npy")  # relative, as ln -s makes
+    os.symlink(tmp_path / "link1.npy", tmp_path / "link2.npy")  # a chain
+    os.symlink("real/new.npy", tmp_path / "dangling.npy")
+    tb.save(tmp_path / "link2.npy", torch.arange(3.0))
+    assert os.readlink(tmp_path / "link2.npy") == str(tmp_path / "link1.npy")
+    assert os.readlink(tmp_path / "link1.npy") == "real/a.npy"
+    assert np.load(real / "a.npy").tolist() == [0.0, 1.0, 2.0]
+    # A dangling link is written through too (its target is created), as
+    # open(O_CREAT) and np.save do; the link stays a link.
+    tb.save(tmp_path / "dangling.npy", torch.ones(2))
+    assert os.readlink(tmp_path / "dangling.npy") == "real/new.npy"
+    assert np.load(real / "new.npy").tolist() == [1.0, 1.0]
+    assert not leftovers(tmp_path, real)
+
+
+@pytest.mark.parametrize("kind,what", [("fifo", "a FIFO (named pipe)"),
+                                       ("socket", "a socket"),
+                                       ("chardev", "a character device"),
+                                       ("link to fifo", "a FIFO (named pipe)")])
+def test_save_refuses_targets_that_are_not_regular_files(tmp_path, kind, what):
+    import socket
+    import stat
+
+    sockets = []
+
+    def make(node):
+        if kind in ("fifo", "link to fifo"):
+            os.mkfifo(node)
+        elif kind == "socket":
+            sockets.append(socket.socket(socket.AF_UNIX))
+            sockets[-1].bind(str(node))
+        else:
+            try:
+                os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+            except PermissionError:
+                pytest.skip("mknod needs root")
+
+    try:
+        for obj, suffix in ((torch.ones(2), ".npy"), ({"x": torch.ones(2)}, ".npz")):
+            p = tmp_path / ("target" + suffix)
+            node = tmp_path / ("node" + suffix) if kind == "link to fifo" else p
+            make(node)
+            if node != p:
+                os.symlink(node, p)
+            before = {n: os.lstat(tmp_path / n) for n in os.listdir(tmp_path)}
+            with pytest.raises(OSError, match=re.escape(f"is {what}, not a regular file")) as e:
+                tb.save(p, obj)
+            assert e.value.errno == errno.EINVAL
+            assert str(e.value).startswith(f'[Errno 22] {suffix[1:]}::save("{p}"): ')
+            assert "save to a regular file" in str(e.value)
+            after = {n: os.lstat(tmp_path / n) for n in os.listdir(tmp_path)}
+            assert {n: (s.st_ino, s.st_mode) for n, s in after.items()} == \
+                {n: (s.st_ino, s.st_mode) for n, s in before.items()}  # untouched
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_save_into_a_hard_linked_file_updates_every_link(tmp_path):
+    # Written in place like np.save, so every name sees the new array.
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    tb.save(a, torch.zeros(1000))
+    os.link(a, b)
+    ino = os.stat(a).st_ino
+    for t in (torch.arange(5.0), torch.arange(3000.0)):  # shrinks, then grows
+        tb.save(a, t)
+        assert os.stat(a).st_ino == os.stat(b).st_ino == ino
+        assert os.stat(b).st_nlink == 2
+        assert np.array_equal(np.load(b), t.numpy())
+        assert file_bytes(a) == file_bytes(b)
+    tb.save(b.with_suffix(".npz"), {"x": torch.ones(2)})
+    assert not leftovers(tmp_path)
+
+
+def test_save_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    p = tmp_path / "a.npy"
+    tb.save(p, torch.zeros(2))
+    os.chmod(p, 0o640)
+    tb.save(p, torch.ones(2))
+    assert os.stat(p).st_mode & 0o7777 == 0o640
+    # A new file gets 0o666 less the umask, as np.save's open() gives it.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    tb.save(tmp_path / "new.npy", torch.ones(2))
+    assert os.stat(tmp_path / "new.npy").st_mode & 0o7777 == 0o666 & ~umask
+
+
+def test_save_takes_names_up_to_the_file_system_limit(tmp_path):
+    name = "x" * 246 + ".npy"  # 250 bytes; NAME_MAX is 255
+    tb.save(tmp_path / name, torch.arange(3))
+    assert np.load(tmp_path / name).tolist() == [0, 1, 2]
+    tb.save(tmp_path / name, torch.arange(4))  # replacing it too
+    assert np.load(tmp_path / name).tolist() == [0, 1, 2, 3]
+    assert os.listdir(tmp_path) == [name]
+
+
+READ_ONLY = """
+    import os, sys, numpy as np, torch, torchbridge as tb
+    d = sys.argv[1]
+    if os.getuid() == 0:
+        os.setgid(65534)
+        os.setuid(65534)  # root may write anything: drop to nobody
+    p = os.path.join(d, "ro.npy")
+    before = open(p, "rb").read()
+    for name, save in (("np", lambda: np.save(p, np.ones(2))),
+                       ("tb", lambda: tb.save(p, torch.ones(2)))):
+        try:
+            save()
+            print(name, "wrote")
+        except PermissionError as e:
+            print(name, "PermissionError", e)
+    assert open(p, "rb").read() == before
+    print("left", sorted(os.listdir(d)))
+"""
+
+
+def test_save_refuses_a_read_only_file_like_np_save():
+    import shutil
+    import tempfile
+
+    # tmp_path's parents are 0700: nobody could not reach it.
+    d = tempfile.mkdtemp(prefix="tb-ro-")
+    try:
+        os.chmod(d, 0o777)  # the directory is writable: only the file says no
+        p = os.path.join(d, "ro.npy")
+        np.save(p, np.zeros(3))
+        os.chmod(p, 0o444)
+        if os.getuid() == 0:
+            r = run_script(READ_ONLY.replace("sys.argv[1]", repr(d)))
+            if "Operation not permitted" in r.stderr:
+                pytest.skip("cannot drop root privileges here")
+        elif os.access(p, os.W_OK):
+            pytest.skip("this user may write a 0444 file")
+        else:
+            r = run_script(READ_ONLY.replace("sys.argv[1]", repr(d)))
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].startswith("np PermissionError"), r.stdout
+        assert lines[1].startswith(f'tb PermissionError [Errno 13] npy::save("{p}"): '), r.stdout
+        assert "is not writable" in lines[1], r.stdout
+        assert lines[2] == "left ['ro.npy']", r.stdout
+    finally:
+        shutil.rmtree(d)
+
+
+WRITE_FAILS = """
+    import os, resource, signal, sys, numpy as np, torch, torchbridge as tb
+    d = sys.argv[1]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+    for name in ("single.npy", "linked.npy", "a.npz"):
+        p = os.path.join(d, name)
+        before = open(p, "rb").read()
+        big = torch.ones(1 << 16)
+        try:
+            tb.save(p, big if name.endswith(".npy") else {"x": big})
+            print(name, "wrote")
+        except OSError as e:
+            print(name, type(e).__name__, e.errno)
+        assert open(p, "rb").read() == before, name
+    print("left", sorted(os.listdir(d)))
+"""
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path):
+    tb.save(tmp_path / "single.npy", torch.zeros(3))
+    tb.save(tmp_path / "linked.npy", torch.zeros(3))
+    os.link(tmp_path / "linked.npy", tmp_path / "other.npy")
+    tb.save(tmp_path / "a.npz", {"x": torch.zeros(3)})
+    r = run_script(WRITE_FAILS.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"single.npy OSError {errno.EFBIG}", f"linked.npy OSError {errno.EFBIG}",
+        f"a.npz OSError {errno.EFBIG}",
+        "left ['a.npz', 'linked.npy', 'other.npy', 'single.npy']"], r.stdout

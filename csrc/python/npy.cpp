@@ -226,7 +226,12 @@ PyMethodDef npy_methods[] = {
      "with compress=True, like numpy.savez_compressed).\n\n"
      "Tensors on any device, requiring grad, conj or sparse are accepted; "
      "dtypes NumPy lacks (bfloat16, float8) raise TypeError: convert them "
-     "first (t.float() is exact). The file is replaced atomically."},
+     "first (t.float() is exact). The file is replaced atomically (a "
+     "temporary in its directory, renamed into place), through symbolic "
+     "links; an existing FIFO, socket or device raises OSError and a file "
+     "this user may not write PermissionError, before anything is written; "
+     "the old file's mode is kept; a file with several hard links is "
+     "rewritten in place, as numpy.save does (README: File safety)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

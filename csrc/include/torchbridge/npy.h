@@ -42,7 +42,8 @@ struct LoadOptions {
   // write through the tensor, so it is not used.) Like any mapping, it
   // shows later changes other programs make to the file in pages the tensor
   // has not written, and truncating the file under it kills the process
-  // with SIGBUS on access; npy::save replaces files by rename, which is safe.
+  // with SIGBUS on access; npy::save replaces files by rename, which is safe
+  // (except for a file with several hard links, rewritten in place).
   //
   // A view needs the data in native byte order and aligned to its item size
   // within the file (numpy.save aligns to 64 bytes): otherwise load throws
@@ -69,6 +70,11 @@ at::Tensor load(const std::string& path, LoadOptions options = {});
 // are never widened silently, so a file's dtype is always the tensor's.
 // The file is written to a temporary name and renamed over `path`, so
 // readers (and tensors mapped from the old file) never see a partial file.
+// Symbolic links are written through (the links stay); an existing FIFO,
+// socket or device is refused, as is a file this user may not write
+// (EACCES, like numpy.save); a file with several hard links is rewritten in
+// place so every link sees the new data (not atomic: see README.md, "File
+// safety").
 void save(const std::string& path, const at::Tensor& tensor);
 
 }  // namespace npy

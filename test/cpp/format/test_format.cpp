@@ -823,3 +823,100 @@ TEST(Files, OneOpenServesSniffingAndReadingUnderANewName) {
   EXPECT_EQ(second.size(), 13u);
   EXPECT_ERROR(second.read(10, head, 8, "x"), "npz::load(\"a\"): truncated file");
 }
+
+TEST(Files, SaveWritesThroughSymlinksToTheFinalTarget) {
+  ScratchDir d;
+  ASSERT_EQ(::mkdir((d / "real").c_str(), 0777), 0);
+  save_bytes(d / "real/a", "old");
+  ASSERT_EQ(::symlink("real/a", (d / "l1").c_str()), 0);     // relative
+  ASSERT_EQ(::symlink((d / "l1").c_str(), (d / "l2").c_str()), 0);  // a chain
+  ASSERT_EQ(::symlink("real/new", (d / "dangling").c_str()), 0);
+  save_bytes(d / "l2", "new");
+  save_bytes(d / "dangling", "created");
+  EXPECT_EQ(slurp(d / "real/a"), "new");
+  EXPECT_EQ(slurp(d / "real/new"), "created");
+  struct stat st;
+  for (const char* link : {"l1", "l2", "dangling"}) {
+    ASSERT_EQ(::lstat((d / link).c_str(), &st), 0);
+    EXPECT_TRUE(S_ISLNK(st.st_mode)) << link;
+  }
+  EXPECT_EQ(d.names(), (std::vector<std::string>{"dangling", "l1", "l2", "real"}));
+  ASSERT_EQ(::symlink("loop", (d / "loop").c_str()), 0);
+  EXPECT_EQ(io_errno([&] { save_bytes(d / "loop", "x"); }), ELOOP);
+}
+
+TEST(Files, SaveRefusesNonRegularTargetsBeforeWriting) {
+  ScratchDir d;
+  ASSERT_EQ(::mkfifo((d / "fifo").c_str(), 0666), 0);
+  ASSERT_EQ(::symlink("fifo", (d / "to_fifo").c_str()), 0);
+  std::string msg;
+  for (const char* name : {"fifo", "to_fifo"}) {
+    EXPECT_EQ(io_errno([&] { save_bytes(d / name, "x"); }, &msg), EINVAL) << name;
+    EXPECT_NE(msg.find("is a FIFO (named pipe), not a regular file"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("save to a regular file path"), std::string::npos) << msg;
+  }
+  struct stat st;
+  ASSERT_EQ(::lstat((d / "fifo").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(io_errno([&] { save_bytes(d.path, "x"); }), EISDIR);
+  EXPECT_EQ(d.names(), (std::vector<std::string>{"fifo", "to_fifo"}));
+}
+
+TEST(Files, SaveRewritesHardLinkedFilesInPlace) {
+  ScratchDir d;
+  save_bytes(d / "a", std::string(10000, 'a'));
+  ASSERT_EQ(::link((d / "a").c_str(), (d / "b").c_str()), 0);
+  for (const std::string& bytes : {std::string("short"), std::string(20000, 'z')}) {
+    save_bytes(d / "a", bytes);
+    EXPECT_EQ(slurp(d / "b"), bytes);
+    struct stat sa, sb;
+    ASSERT_EQ(::stat((d / "a").c_str(), &sa), 0);
+    ASSERT_EQ(::stat((d / "b").c_str(), &sb), 0);
+    EXPECT_EQ(sa.st_ino, sb.st_ino);
+    EXPECT_EQ(sa.st_nlink, 2u);
+  }
+  // A save that never commits leaves the target as it was.
+  {
+    AtomicFile f(d / "a", "t");
+    f.write("partial", 7);
+  }
+  EXPECT_EQ(slurp(d / "b"), std::string(20000, 'z'));
+  EXPECT_EQ(d.names(), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(Files, SaveKeepsModeAndTakesLongNames) {
+  ScratchDir d;
+  const std::string name(250, 'n');  // NAME_MAX is 255
+  save_bytes(d / name, "1");
+  ASSERT_EQ(::chmod((d / name).c_str(), 0640), 0);
+  save_bytes(d / name, "2");
+  struct stat st;
+  ASSERT_EQ(::stat((d / name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(slurp(d / name), "2");
+  EXPECT_EQ(d.names(), std::vector<std::string>{name});
+}
+
+TEST(Files, SaveRefusesAFileThisUserMayNotWrite) {
+  ScratchDir d;
+  save_bytes(d / "ro", "keep");
+  ASSERT_EQ(::chmod((d / "ro").c_str(), 0444), 0);
+  // Root may write anything, so the check runs in a child that drops to
+  // nobody (65534) when we are root.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(77);
+    std::string msg;
+    const int e = io_errno([&] { save_bytes(d / "ro", "lost"); }, &msg);
+    const bool said = msg.find("not writable by this user (mode 0444") != std::string::npos;
+    ::_exit(e == EACCES && said ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot drop root privileges here";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(slurp(d / "ro"), "keep");
+  EXPECT_EQ(d.names(), std::vector<std::string>{"ro"});
+}
