@@ -817,3 +817,14 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path):
         f"single.npy OSError {errno.EFBIG}", f"linked.npy OSError {errno.EFBIG}",
         f"a.npz OSError {errno.EFBIG}",
         "left ['a.npz', 'linked.npy', 'other.npy', 'single.npy']"], r.stdout
+
+
+def test_errors_for_paths_that_are_not_utf8_keep_their_type(tmp_path):
+    # The message holds the path; a strict UTF-8 decode of it turned
+    # FileNotFoundError into UnicodeDecodeError.
+    bad = os.fsencode(tmp_path) + b"/\xff.npy"
+    with pytest.raises(FileNotFoundError, match=r"\\xff\.npy"):
+        tb.load(bad)
+    os.mkdir(bad[:-4])
+    with pytest.raises(IsADirectoryError, match=r"\\xff"):
+        tb.save(bad[:-4], torch.ones(1))

@@ -32,6 +32,14 @@ std::string fs_path(PyObject* o) {
   return s;
 }
 
+// A Python str of an error message: messages hold paths and archive names,
+// which may be any bytes, and a strict UTF-8 decode would replace the error
+// with a UnicodeDecodeError.
+PyObject* message_str(const std::string& m) {
+  return PyUnicode_DecodeUTF8(m.data(), static_cast<Py_ssize_t>(m.size()),
+                              "backslashreplace");
+}
+
 // Runs `f` with the GIL released; torchbridge::Error becomes ValueError
 // (OSError for I/O failures, by errno) once the GIL is back.
 template <class F>
@@ -49,15 +57,18 @@ auto without_gil(F&& f) -> decltype(f()) {
   } catch (const Error& e) {
     message = e.what();
   }
+  PyObject* text = message_str(message);
+  if (!text) throw python_error();
   if (io) {
     // OSError(errno, message) picks the subclass for errno.
-    PyObject* exc = PyObject_CallFunction(PyExc_OSError, "is", code, message.c_str());
+    PyObject* exc = PyObject_CallFunction(PyExc_OSError, "iN", code, text);
     if (exc) {
       PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
       Py_DECREF(exc);
     }
   } else {
-    PyErr_SetString(PyExc_ValueError, message.c_str());
+    PyErr_SetObject(PyExc_ValueError, text);
+    Py_DECREF(text);
   }
   throw python_error();
 }
