@@ -11,11 +11,15 @@ test/cpp/format/test_format.cpp).
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import os
 import pathlib
+import re
+import subprocess
 import sys
+import textwrap
 import warnings
 import zipfile
 
@@ -374,3 +378,453 @@ def test_failing_calls_leak_no_references(tmp_path):
         with pytest.raises(TypeError):
             tb.save(path, torch.ones(1, dtype=torch.bfloat16))
     assert sys.getrefcount(path) == before
+
+
+# ------------------------------------------- issue 11: hostile paths and files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs `script` in a fresh interpreter, so a crash or a hang fails the
+    test instead of killing or freezing the suite."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                              cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the script hung for {timeout} s: {e.stdout!r} {e.stderr!r}")
+
+
+ITEMS = {
+    "lists": "[['a', torch.ones(1)]]",
+    "a 3-tuple": "[('a', torch.ones(1), 0)]",
+    "a 1-tuple": "[('a',)]",
+    "a str": "['ab']",
+    "None": "[None]",
+}
+
+
+@pytest.mark.parametrize("case", list(ITEMS))
+def test_save_of_a_mapping_whose_items_are_not_pairs_is_a_type_error(tmp_path, case):
+    # Was SIGSEGV: PyTuple_GET_ITEM on whatever items() yielded.
+    p = tmp_path / "m.npz"
+    r = run_script(f"""
+        import collections.abc, torch, torchbridge as tb
+        class M(collections.abc.Mapping):
+            def __getitem__(self, k): raise KeyError(k)
+            def __iter__(self): return iter(())
+            def __len__(self): return 1
+            def items(self): return {ITEMS[case]}
+        try:
+            tb.save({str(p)!r}, M())
+        except TypeError as e:
+            print("TypeError:", e)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "TypeError: save(): obj.items() yielded " in r.stdout, r.stdout
+    assert "not a (name, tensor) pair" in r.stdout and "dict(" in r.stdout, r.stdout
+    assert not p.exists()
+
+
+def test_save_of_a_mapping_with_a_non_str_key_names_it(tmp_path):
+    with pytest.raises(TypeError, match=r"names must be str, got int \(1\)"):
+        tb.save(tmp_path / "a.npz", {1: torch.ones(1)})
+    assert not os.listdir(tmp_path)
+
+
+def zip_data_range(path, name):
+    """(offset, size) of member `name`'s raw data in the archive."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+    nlen, xlen = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    return info.header_offset + 30 + nlen + xlen, info.compress_size
+
+
+def corrupt_member(path, name, at=-1):
+    off, size = zip_data_range(path, name)
+    with open(path, "r+b") as f:
+        f.seek(off + (at % size))
+        b = f.read(1)
+        f.seek(off + (at % size))
+        f.write(bytes([b[0] ^ 0x55]))
+
+
+def test_mmap_load_of_npz_verifies_the_crc_of_stored_members(tmp_path):
+    p = tmp_path / "a.npz"
+    tb.save(p, {"a": torch.arange(1000.0), "b": torch.ones(3)})
+    good = tb.load(p, mmap=True)
+    assert mapped(p) and torch.equal(good["a"], torch.arange(1000.0))
+    del good
+    gc.collect()
+    corrupt_member(p, "a.npy")  # the last data byte: no parser sees it
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match=r'npz::load\(".*"\), member "a.npy": '
+                                             r"CRC-32 mismatch"):
+            tb.load(p, mmap=mmap)
+    gc.collect()
+    assert not mapped(p)  # nothing of the refused archive stays mapped
+
+
+def test_mmap_load_checks_the_crc_before_normalizing_bools(tmp_path):
+    # Bool bytes other than 0/1 are set to 1 in the private mapping: the CRC
+    # is of the file's bytes, so it must be computed before that.
+    p = tmp_path / "b.npz"
+    raw = torch.tensor([0, 2, 1, 255], dtype=torch.uint8)
+    tb.save(p, {"b": raw.view(torch.bool)})
+    with zipfile.ZipFile(p) as zf:
+        assert zf.testzip() is None
+    t = tb.load(p, mmap=True)["b"]
+    assert t.view(torch.uint8).tolist() == [0, 1, 1, 1]
+    assert t.tolist() == [False, True, True, True]
+    assert tb.load(p)["b"].view(torch.uint8).tolist() == [0, 1, 1, 1]
+
+
+def rename_member(path, old: bytes, new: bytes):
+    data = pathlib.Path(path).read_bytes()
+    assert len(old) == len(new) and data.count(old) == 2  # local + central
+    pathlib.Path(path).write_bytes(data.replace(old, new))
+
+
+def test_npz_names_that_collide_after_decoding_are_refused(tmp_path):
+    # b"\x82.npy" without the UTF-8 flag is code page 437 for "é.npy", the
+    # name of the UTF-8-flagged second member: one would be dropped silently.
+    p = tmp_path / "c.npz"
+    with zipfile.ZipFile(p, "w") as zf:
+        for name, a in (("X.npy", np.arange(3)), ("é.npy", np.arange(5))):
+            buf = io.BytesIO()
+            np.save(buf, a)
+            zf.writestr(name, buf.getvalue())
+    rename_member(p, b"X.npy", b"\x82.npy")
+    with zipfile.ZipFile(p) as zf:
+        assert zf.namelist() == ["é.npy", "é.npy"]
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match="two members named \"é.npy\""):
+            tb.load(p, mmap=mmap)
+
+
+def test_npz_exact_duplicate_names_are_refused(tmp_path):
+    p = tmp_path / "d.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile: "Duplicate name"
+        with zipfile.ZipFile(p, "w") as zf:
+            for a in (np.arange(3), np.arange(5)):
+                buf = io.BytesIO()
+                np.save(buf, a)
+                zf.writestr("x.npy", buf.getvalue())
+    with pytest.raises(ValueError, match="two members named \"x.npy\""):
+        tb.load(p)
+
+
+SPECIAL_LOAD = """
+    import errno, os, socket, sys, threading, time, torchbridge as tb
+    kind, path = sys.argv[1], sys.argv[2]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX); s.bind(path)
+    ticks = [0]
+    def tick():
+        while True:
+            ticks[0] += 1
+            time.sleep(0.001)
+    threading.Thread(target=tick, daemon=True).start()
+    for mmap in (False, True):
+        try:
+            tb.load(path, mmap=mmap)
+            print("loaded")
+        except OSError as e:
+            print(type(e).__name__, errno.errorcode.get(e.errno), e)
+    print("ticks", ticks[0] > 0)
+"""
+
+
+@pytest.mark.parametrize("kind,what", [("fifo", "a FIFO (named pipe)"),
+                                       ("socket", "a socket"),
+                                       ("chardev", "a character device")])
+def test_load_refuses_what_is_not_a_regular_file_without_blocking(tmp_path, kind, what):
+    # A FIFO without a writer blocked open() with the GIL held: every thread
+    # froze, and the subprocess hangs (run_script fails it after 60 s).
+    path = "/dev/null" if kind == "chardev" else str(tmp_path / kind)
+    env_script = SPECIAL_LOAD.replace("sys.argv[1], sys.argv[2]", f"{kind!r}, {path!r}")
+    r = run_script(env_script, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3, r.stdout
+    for line in lines[:2]:
+        assert line.startswith(f'OSError EINVAL [Errno 22] load("{path}"): is {what}, '
+                               "not a regular file"), line
+        assert "copy it to a regular file" in line, line
+    assert lines[2] == "ticks True"
+
+
+def inotify_opens(path, action) -> int:
+    """How many times `action()` opens `path` (inotify IN_OPEN events; the
+    watch takes closes too, or consecutive opens would merge into one)."""
+    import ctypes
+    import ctypes.util
+    import struct
+
+    in_open, in_close = 0x20, 0x08 | 0x10
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK)
+    if fd < 0:
+        pytest.skip("inotify is not available")
+    try:
+        if libc.inotify_add_watch(fd, os.fsencode(path), in_open | in_close) < 0:
+            pytest.skip("inotify_add_watch failed")
+        action()
+        try:
+            events = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return 0
+        opens, at = 0, 0
+        while at < len(events):
+            _, mask, _, name_len = struct.unpack_from("iIII", events, at)
+            opens += bool(mask & in_open)
+            at += 16 + name_len
+        return opens
+    finally:
+        os.close(fd)
+
+
+def test_load_opens_the_file_once(tmp_path):
+    tb.save(tmp_path / "a.npy", torch.arange(10))
+    tb.save(tmp_path / "a.npz", {"x": torch.arange(10)})
+    for name in ("a.npy", "a.npz"):
+        for mmap in (False, True):
+            assert inotify_opens(tmp_path / name, lambda: tb.load(tmp_path / name, mmap=mmap)) == 1
+
+
+def test_other_threads_run_while_a_big_file_loads(tmp_path):
+    # The whole load (open, sniff, parse, read) runs without the GIL. With
+    # a long switch interval the only way the counter thread can run during
+    # tb.load is the load releasing the GIL.
+    p = tmp_path / "big.npy"
+    np.save(p, np.ones(16 << 20, dtype=np.float32))  # 64 MB
+    r = run_script(f"""
+        import sys, threading, time, torchbridge as tb
+        sys.setswitchinterval(1000.0)
+        count, stop, started = [0], [False], threading.Event()
+        def counter():
+            started.set()
+            while not stop[0]:
+                count[0] += 1
+                time.sleep(0)  # gives the GIL back (and nothing else does)
+        th = threading.Thread(target=counter)
+        th.start()
+        started.wait()
+        progressed = 0
+        for _ in range(10):
+            before = count[0]
+            t = tb.load({str(p)!r})
+            progressed += count[0] > before
+            del t
+        stop[0] = True
+        th.join()
+        print("progressed", progressed)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("progressed "), r.stdout
+    assert int(r.stdout.split()[1]) > 0, r.stdout
+
+
+def leftovers(*dirs) -> list:
+    """Temporary files a save left behind."""
+    return [n for d in dirs for n in os.listdir(d) if ".tmp" in n or n.startswith(".tb")]
+
+
+def test_save_through_symlinks_replaces_the_final_target_and_keeps_the_links(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    tb.save(real / "a.npy", torch.zeros(2))
+    os.symlink("real/a.npy", tmp_path / "link1.npy")  # relative, as ln -s makes
+    os.symlink(tmp_path / "link1.npy", tmp_path / "link2.npy")  # a chain
+    os.symlink("real/new.npy", tmp_path / "dangling.npy")
+    tb.save(tmp_path / "link2.npy", torch.arange(3.0))
+    assert os.readlink(tmp_path / "link2.npy") == str(tmp_path / "link1.npy")
+    assert os.readlink(tmp_path / "link1.npy") == "real/a.npy"
+    assert np.load(real / "a.npy").tolist() == [0.0, 1.0, 2.0]
+    # A dangling link is written through too (its target is created), as
+    # open(O_CREAT) and np.save do; the link stays a link.
+    tb.save(tmp_path / "dangling.npy", torch.ones(2))
+    assert os.readlink(tmp_path / "dangling.npy") == "real/new.npy"
+    assert np.load(real / "new.npy").tolist() == [1.0, 1.0]
+    assert not leftovers(tmp_path, real)
+
+
+@pytest.mark.parametrize("kind,what", [("fifo", "a FIFO (named pipe)"),
+                                       ("socket", "a socket"),
+                                       ("chardev", "a character device"),
+                                       ("link to fifo", "a FIFO (named pipe)")])
+def test_save_refuses_targets_that_are_not_regular_files(tmp_path, kind, what):
+    import socket
+    import stat
+
+    sockets = []
+
+    def make(node):
+        if kind in ("fifo", "link to fifo"):
+            os.mkfifo(node)
+        elif kind == "socket":
+            sockets.append(socket.socket(socket.AF_UNIX))
+            sockets[-1].bind(str(node))
+        else:
+            try:
+                os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+            except PermissionError:
+                pytest.skip("mknod needs root")
+
+    try:
+        for obj, suffix in ((torch.ones(2), ".npy"), ({"x": torch.ones(2)}, ".npz")):
+            p = tmp_path / ("target" + suffix)
+            node = tmp_path / ("node" + suffix) if kind == "link to fifo" else p
+            make(node)
+            if node != p:
+                os.symlink(node, p)
+            before = {n: os.lstat(tmp_path / n) for n in os.listdir(tmp_path)}
+            with pytest.raises(OSError, match=re.escape(f"is {what}, not a regular file")) as e:
+                tb.save(p, obj)
+            assert e.value.errno == errno.EINVAL
+            assert str(e.value).startswith(f'[Errno 22] {suffix[1:]}::save("{p}"): ')
+            assert "save to a regular file" in str(e.value)
+            after = {n: os.lstat(tmp_path / n) for n in os.listdir(tmp_path)}
+            assert {n: (s.st_ino, s.st_mode) for n, s in after.items()} == \
+                {n: (s.st_ino, s.st_mode) for n, s in before.items()}  # untouched
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_save_into_a_hard_linked_file_updates_every_link(tmp_path):
+    # Written in place like np.save, so every name sees the new array.
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    tb.save(a, torch.zeros(1000))
+    os.link(a, b)
+    ino = os.stat(a).st_ino
+    for t in (torch.arange(5.0), torch.arange(3000.0)):  # shrinks, then grows
+        tb.save(a, t)
+        assert os.stat(a).st_ino == os.stat(b).st_ino == ino
+        assert os.stat(b).st_nlink == 2
+        assert np.array_equal(np.load(b), t.numpy())
+        assert file_bytes(a) == file_bytes(b)
+    tb.save(b.with_suffix(".npz"), {"x": torch.ones(2)})
+    assert not leftovers(tmp_path)
+
+
+def test_save_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    p = tmp_path / "a.npy"
+    tb.save(p, torch.zeros(2))
+    os.chmod(p, 0o640)
+    tb.save(p, torch.ones(2))
+    assert os.stat(p).st_mode & 0o7777 == 0o640
+    # A new file gets 0o666 less the umask, as np.save's open() gives it.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    tb.save(tmp_path / "new.npy", torch.ones(2))
+    assert os.stat(tmp_path / "new.npy").st_mode & 0o7777 == 0o666 & ~umask
+
+
+def test_save_takes_names_up_to_the_file_system_limit(tmp_path):
+    name = "x" * 246 + ".npy"  # 250 bytes; NAME_MAX is 255
+    tb.save(tmp_path / name, torch.arange(3))
+    assert np.load(tmp_path / name).tolist() == [0, 1, 2]
+    tb.save(tmp_path / name, torch.arange(4))  # replacing it too
+    assert np.load(tmp_path / name).tolist() == [0, 1, 2, 3]
+    assert os.listdir(tmp_path) == [name]
+
+
+READ_ONLY = """
+    import os, sys, numpy as np, torch, torchbridge as tb
+    d = sys.argv[1]
+    if os.getuid() == 0:
+        os.setgid(65534)
+        os.setuid(65534)  # root may write anything: drop to nobody
+    p = os.path.join(d, "ro.npy")
+    before = open(p, "rb").read()
+    for name, save in (("np", lambda: np.save(p, np.ones(2))),
+                       ("tb", lambda: tb.save(p, torch.ones(2)))):
+        try:
+            save()
+            print(name, "wrote")
+        except PermissionError as e:
+            print(name, "PermissionError", e)
+    assert open(p, "rb").read() == before
+    print("left", sorted(os.listdir(d)))
+"""
+
+
+def test_save_refuses_a_read_only_file_like_np_save():
+    import shutil
+    import tempfile
+
+    # tmp_path's parents are 0700: nobody could not reach it.
+    d = tempfile.mkdtemp(prefix="tb-ro-")
+    try:
+        os.chmod(d, 0o777)  # the directory is writable: only the file says no
+        p = os.path.join(d, "ro.npy")
+        np.save(p, np.zeros(3))
+        os.chmod(p, 0o444)
+        if os.getuid() == 0:
+            r = run_script(READ_ONLY.replace("sys.argv[1]", repr(d)))
+            if "Operation not permitted" in r.stderr:
+                pytest.skip("cannot drop root privileges here")
+        elif os.access(p, os.W_OK):
+            pytest.skip("this user may write a 0444 file")
+        else:
+            r = run_script(READ_ONLY.replace("sys.argv[1]", repr(d)))
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].startswith("np PermissionError"), r.stdout
+        assert lines[1].startswith(f'tb PermissionError [Errno 13] npy::save("{p}"): '), r.stdout
+        assert "is not writable" in lines[1], r.stdout
+        assert lines[2] == "left ['ro.npy']", r.stdout
+    finally:
+        shutil.rmtree(d)
+
+
+WRITE_FAILS = """
+    import os, resource, signal, sys, numpy as np, torch, torchbridge as tb
+    d = sys.argv[1]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+    for name in ("single.npy", "linked.npy", "a.npz"):
+        p = os.path.join(d, name)
+        before = open(p, "rb").read()
+        big = torch.ones(1 << 16)
+        try:
+            tb.save(p, big if name.endswith(".npy") else {"x": big})
+            print(name, "wrote")
+        except OSError as e:
+            print(name, type(e).__name__, e.errno)
+        assert open(p, "rb").read() == before, name
+    print("left", sorted(os.listdir(d)))
+"""
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path):
+    tb.save(tmp_path / "single.npy", torch.zeros(3))
+    tb.save(tmp_path / "linked.npy", torch.zeros(3))
+    os.link(tmp_path / "linked.npy", tmp_path / "other.npy")
+    tb.save(tmp_path / "a.npz", {"x": torch.zeros(3)})
+    r = run_script(WRITE_FAILS.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"single.npy OSError {errno.EFBIG}", f"linked.npy OSError {errno.EFBIG}",
+        f"a.npz OSError {errno.EFBIG}",
+        "left ['a.npz', 'linked.npy', 'other.npy', 'single.npy']"], r.stdout
+
+
+def test_errors_for_paths_that_are_not_utf8_keep_their_type(tmp_path):
+    # The message holds the path; a strict UTF-8 decode of it turned
+    # FileNotFoundError into UnicodeDecodeError.
+    bad = os.fsencode(tmp_path) + b"/\xff.npy"
+    with pytest.raises(FileNotFoundError, match=r"\\xff\.npy"):
+        tb.load(bad)
+    os.mkdir(bad[:-4])
+    with pytest.raises(IsADirectoryError, match=r"\\xff"):
+        tb.save(bad[:-4], torch.ones(1))

@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/from_blob.h>
 
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -206,9 +207,10 @@ Prepared prepare(const at::Tensor& t, DType dt, const char* fn) {
 
 namespace npy {
 
-at::Tensor load(const std::string& path, LoadOptions options) {
-  const std::string where = format::api("npy::load", path);
-  format::FileSource file(path, where);
+// npy::load of a file already open (detail::load_file opens it once for
+// tb.load); its errors name file.where().
+static at::Tensor load_open(const format::FileSource& file, LoadOptions options) {
+  const std::string& where = file.where();
   format::SourceStream in(file, 0);
   const NpyHeader h = format::read_npy_header(in, where);
   if (options.mmap) {
@@ -244,6 +246,11 @@ at::Tensor load(const std::string& path, LoadOptions options) {
   return t;
 }
 
+at::Tensor load(const std::string& path, LoadOptions options) {
+  return npy::load_open(format::FileSource(path, format::api("npy::load", path)),
+                        options);
+}
+
 void save(const std::string& path, const at::Tensor& tensor) {
   const std::string where = format::api("npy::save", path);
   const DType dt = check_savable(tensor, "npy::save", "the tensor");
@@ -258,9 +265,9 @@ void save(const std::string& path, const at::Tensor& tensor) {
 
 namespace npz {
 
-Arrays load(const std::string& path, npy::LoadOptions options) {
-  const std::string where = format::api("npz::load", path);
-  format::FileSource file(path, where);
+// npz::load of a file already open, as npy::load_open.
+static Arrays load_open(const format::FileSource& file, npy::LoadOptions options) {
+  const std::string& where = file.where();
   std::shared_ptr<format::Mapping> map;
   if (options.mmap && file.size() > 0) {
     map = std::make_shared<format::Mapping>(file);
@@ -286,6 +293,10 @@ Arrays load(const std::string& path, npy::LoadOptions options) {
     at::Tensor t;
     if (map && m.method == 0 && h.nbytes > 0 &&
         !view_blocker(h, offset, options)) {
+      // The CRC-32 is of the file's bytes: checked over the mapping in place
+      // (one pass, no copy) before view_of normalizes bools in it.
+      in.skip(h.nbytes, "the array data");
+      in.finish();
       t = view_of(map, offset, h);
     } else {
       t = allocate(h);
@@ -296,6 +307,11 @@ Arrays load(const std::string& path, npy::LoadOptions options) {
     out.emplace_back(m.name.substr(0, m.name.size() - kSuffix), std::move(t));
   }
   return out;
+}
+
+Arrays load(const std::string& path, npy::LoadOptions options) {
+  return npz::load_open(format::FileSource(path, format::api("npz::load", path)),
+                        options);
 }
 
 void save(const std::string& path, const Arrays& arrays, SaveOptions options) {
@@ -332,4 +348,31 @@ void save(const std::string& path, const Arrays& arrays, SaveOptions options) {
 }
 
 }  // namespace npz
+
+namespace detail {
+
+LoadedFile load_file(const std::string& path, const npy::LoadOptions& options,
+                     const char* api) {
+  format::FileSource file(path, format::api(api, path));
+  // A zip archive (.npz) starts with a local header, or is an empty archive.
+  bool zip = false;
+  uint8_t head[4];
+  if (file.size() >= sizeof head) {
+    file.read(0, head, sizeof head, "the magic");
+    zip = std::memcmp(head, "PK\x03\x04", 4) == 0 ||
+          std::memcmp(head, "PK\x05\x06", 4) == 0;
+  }
+  LoadedFile out;
+  if (zip) {
+    out.arrays = npz::load_open(
+        format::FileSource(std::move(file), format::api("npz::load", path)), options);
+    out.is_npz = true;
+  } else {
+    out.tensor = npy::load_open(
+        format::FileSource(std::move(file), format::api("npy::load", path)), options);
+  }
+  return out;
+}
+
+}  // namespace detail
 }  // namespace torchbridge

@@ -7,7 +7,9 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +20,33 @@ namespace {
 
 // Linux moves at most 0x7ffff000 bytes per read/write call.
 constexpr size_t kMaxIo = size_t{1} << 30;
+
+const char* kind_of(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
+}
+
+// EINVAL: Python has no OSError subclass for "wrong kind of file", and
+// ESPIPE/ENODEV would each describe only some of the kinds.
+[[noreturn]] void fail_not_regular(const std::string& where, mode_t mode,
+                                   bool writing) {
+  const std::string kind = kind_of(mode);
+  std::string why =
+      writing
+          ? "; torchbridge saves by writing a new regular file and renaming it "
+            "over the old one, which would replace " + kind +
+                " instead of writing into it: save to a regular file path "
+                "(and copy that file there if you must)"
+          : "; torchbridge loads only regular files, whose size it can take "
+            "and which it can read at any offset or map: read the bytes "
+            "yourself (e.g. numpy.load(io.BytesIO(data))) or copy it to a "
+            "regular file first";
+  throw IoError(where + ": is " + kind + ", not a regular file" + why, EINVAL);
+}
 
 }  // namespace
 
@@ -77,26 +106,48 @@ void MemorySource::read(uint64_t offset, void* dst, size_t n,
 
 FileSource::FileSource(const std::string& path, std::string where)
     : ByteSource(std::move(where)) {
+  // Checked before opening too: opening some devices acts (a tape rewinds,
+  // a watchdog arms). The fstat below is the check that counts.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) &&
+      !S_ISDIR(st.st_mode)) {
+    fail_not_regular(this->where(), st.st_mode, false);
+  }
+  // O_NONBLOCK: a FIFO without a writer would block open() forever.
   do {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   } while (fd_ < 0 && errno == EINTR);
   if (fd_ < 0) fail_errno(this->where(), "cannot open the file", errno);
-  struct stat st;
-  if (::fstat(fd_, &st) != 0) {
+  // A throwing constructor runs no destructor: close before each throw.
+  auto close_fd = [&] {
     const int e = errno;
     ::close(fd_);
-    fail_errno(this->where(), "cannot stat the file", e);
+    fd_ = -1;
+    return e;
+  };
+  if (::fstat(fd_, &st) != 0) {
+    fail_errno(this->where(), "cannot stat the file", close_fd());
   }
   if (S_ISDIR(st.st_mode)) {
-    ::close(fd_);
+    close_fd();
     fail_errno(this->where(), "cannot open the file", EISDIR);
   }
   if (!S_ISREG(st.st_mode)) {
-    ::close(fd_);
-    fail(this->where(), "is not a regular file (a pipe, socket or device "
-                        "cannot be loaded: the loader needs the file's size)");
+    close_fd();
+    fail_not_regular(this->where(), st.st_mode, false);
+  }
+  // Back to blocking reads (no effect on a regular file today, but reads
+  // must never see EAGAIN).
+  const int flags = ::fcntl(fd_, F_GETFL);
+  if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    fail_errno(this->where(), "cannot set up the file", close_fd());
   }
   size_ = static_cast<uint64_t>(st.st_size);
+}
+
+FileSource::FileSource(FileSource&& other, std::string where)
+    : ByteSource(std::move(where)), fd_(other.fd_), size_(other.size_) {
+  other.fd_ = -1;
 }
 
 FileSource::~FileSource() {
@@ -183,48 +234,127 @@ void write_all(int fd, const uint8_t* p, size_t n, const std::string& where) {
   }
 }
 
-std::string resolve_target(const std::string& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-    // Replace the file the link names, as open(O_TRUNC) would, not the link.
-    if (char* real = ::realpath(path.c_str(), nullptr)) {
-      std::string out(real);
-      std::free(real);
-      return out;
+std::string dir_of(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// `path` with symbolic links followed to the final name, which may not
+// exist (a dangling link is written through, as open(O_CREAT) does). A
+// relative link is resolved against the link's own directory.
+std::string resolve_links(const std::string& path, const std::string& where) {
+  std::string p = path;
+  for (int hops = 0;; ++hops) {
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return p;
+    if (hops == 40) {  // the kernel's own limit (MAXSYMLINKS)
+      fail_errno(where, "cannot follow the symbolic links of the path", ELOOP);
+    }
+    std::vector<char> buf(static_cast<size_t>(st.st_size > 0 ? st.st_size : 255) + 1);
+    ssize_t n;
+    while ((n = ::readlink(p.c_str(), buf.data(), buf.size())) >= 0 &&
+           static_cast<size_t>(n) == buf.size()) {
+      buf.resize(buf.size() * 2);  // the link grew since lstat
+    }
+    if (n < 0) fail_errno(where, "cannot read the symbolic link " + quote(p), errno);
+    const std::string link(buf.data(), static_cast<size_t>(n));
+    p = !link.empty() && link[0] == '/' ? link : dir_of(p) + "/" + link;
+  }
+}
+
+// ".tb" + 6 random characters + ".tmp" in `dir`: 13 bytes whatever the
+// target's name, so any name the file system takes can be saved.
+std::string temp_name(const std::string& dir) {
+  static const char kChars[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static std::atomic<uint64_t> counter{0};
+  uint8_t r[6];
+  if (::getrandom(r, sizeof r, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof r)) {
+    // No entropy yet: O_EXCL and the retries keep it correct anyway.
+    struct timespec ts;
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = static_cast<uint64_t>(ts.tv_nsec) ^
+                 (static_cast<uint64_t>(::getpid()) << 32) ^
+                 (counter++ * 0x9E3779B97F4A7C15ull);
+    for (auto& b : r) {
+      b = static_cast<uint8_t>(x);
+      x = (x >> 8) | (x << 56);
     }
   }
-  return path;
+  std::string name = dir + "/.tb";
+  for (uint8_t b : r) name += kChars[b % 62];
+  return name + ".tmp";
 }
 
 }  // namespace
 
 AtomicFile::AtomicFile(const std::string& path, std::string where)
-    : where_(std::move(where)), target_(resolve_target(path)) {
-  static std::atomic<unsigned> counter{0};
+    : where_(std::move(where)), target_(resolve_links(path, where_)) {
   struct stat st;
-  const bool exists = ::stat(target_.c_str(), &st) == 0;
-  if (exists && S_ISDIR(st.st_mode)) {
-    fail_errno(where_, "cannot create the file", EISDIR);
+  const bool exists = ::lstat(target_.c_str(), &st) == 0;
+  if (!exists && errno != ENOENT) {
+    fail_errno(where_, "cannot create the file", errno);
   }
-  temp_ = target_ + ".tmp" + std::to_string(::getpid()) + "." +
-          std::to_string(counter++);
-  do {
-    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  } while (fd_ < 0 && errno == EINTR);
-  if (fd_ < 0) {
-    const int e = errno;
-    temp_.clear();
-    fail_errno(where_, "cannot create the file", e);
+  if (exists) {
+    if (S_ISDIR(st.st_mode)) fail_errno(where_, "cannot create the file", EISDIR);
+    if (!S_ISREG(st.st_mode)) fail_not_regular(where_, st.st_mode, true);
+    // As numpy.save's open() would refuse it (root passes, as there).
+    if (::faccessat(AT_FDCWD, target_.c_str(), W_OK, AT_EACCESS) != 0) {
+      const int e = errno;
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      fail_errno(where_,
+                 std::string("the file exists and is not writable by this user "
+                             "(mode ") + mode + ", owner uid " +
+                     std::to_string(st.st_uid) +
+                     "); make it writable (chmod u+w) or save to another path",
+                 e);
+    }
+    if (st.st_nlink > 1) {
+      do {
+        in_place_fd_ = ::open(target_.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+      } while (in_place_fd_ < 0 && errno == EINTR);
+      if (in_place_fd_ < 0) fail_errno(where_, "cannot open the file", errno);
+    }
   }
-  if (exists && S_ISREG(st.st_mode)) {
-    // Best effort: a file we may not chmod keeps the default mode.
-    (void)::fchmod(fd_, st.st_mode & 07777);
+  const std::string dir = dir_of(target_);
+  for (int attempt = 0; fd_ < 0; ++attempt) {
+    temp_ = temp_name(dir);
+    // A new file gets 0666 less the umask, as numpy.save's open() gives it;
+    // a replacement starts private and gets the old file's bits below, so
+    // nobody may open it who could not read the old file.
+    fd_ = ::open(temp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                 exists ? 0600 : 0666);
+    if (fd_ < 0 && (errno == EINTR || (errno == EEXIST && attempt < 100))) continue;
+    if (fd_ < 0) {
+      const int e = errno;
+      temp_.clear();
+      if (in_place_fd_ >= 0) ::close(in_place_fd_);
+      in_place_fd_ = -1;
+      fail_errno(where_,
+                 exists ? "cannot create a temporary file in " + quote(dir) +
+                              " (the new file is written there and then moved "
+                              "into place, so a failed save never leaves a "
+                              "partial file)"
+                        : std::string("cannot create the file"),
+                 e);
+    }
+  }
+  if (exists && in_place_fd_ < 0) {
+    // The replacement keeps the old file's owner (only root may give a file
+    // away; otherwise it is ours) and permission bits, set-id bits only
+    // when the owner was kept.
+    mode_t mode = st.st_mode & 07777;
+    if (::fchown(fd_, st.st_uid, st.st_gid) != 0) mode &= ~(S_ISUID | S_ISGID);
+    (void)::fchmod(fd_, mode);
   }
   buffer_.reserve(kBufferSize);
 }
 
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) ::close(fd_);
+  if (in_place_fd_ >= 0) ::close(in_place_fd_);
   if (!temp_.empty()) ::unlink(temp_.c_str());
 }
 
@@ -263,8 +393,50 @@ void AtomicFile::write_at(uint64_t offset, const void* data, size_t n) {
   }
 }
 
+void AtomicFile::copy_in_place() {
+  // Over the old bytes from the start, then cut to the new size: the file
+  // never shrinks below its new size on the way.
+  if (::lseek(fd_, 0, SEEK_SET) != 0) {
+    fail_errno(where_, "cannot read back the temporary file", errno);
+  }
+  std::vector<uint8_t> chunk(kBufferSize);
+  uint64_t done = 0;
+  while (done < offset_) {
+    const ssize_t got = ::read(fd_, chunk.data(), chunk.size());
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      fail_errno(where_, "cannot read back the temporary file", errno);
+    }
+    if (got == 0) fail(where_, "the temporary file shrank while being copied");
+    const uint8_t* p = chunk.data();
+    size_t n = static_cast<size_t>(got);
+    while (n > 0) {
+      const ssize_t w = ::pwrite(in_place_fd_, p, n, static_cast<off_t>(done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail_errno(where_, "cannot write the file (it may now be partly "
+                           "rewritten: it has several hard links, so it is "
+                           "written in place)", errno);
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+      done += static_cast<uint64_t>(w);
+    }
+  }
+  if (::ftruncate(in_place_fd_, static_cast<off_t>(offset_)) != 0) {
+    fail_errno(where_, "cannot truncate the file to its new size", errno);
+  }
+}
+
 void AtomicFile::commit() {
   flush();
+  if (in_place_fd_ >= 0) {
+    copy_in_place();
+    const int fd = in_place_fd_;
+    in_place_fd_ = -1;
+    if (::close(fd) != 0) fail_errno(where_, "cannot write the file", errno);
+    return;  // the destructor removes the temporary
+  }
   const int fd = fd_;
   fd_ = -1;
   if (::close(fd) != 0) fail_errno(where_, "cannot write the file", errno);

@@ -84,11 +84,17 @@ class MemorySource final : public ByteSource {
 };
 
 // A regular file opened for reading (pread, so one FileSource may serve
-// several readers). Throws IoError when the file cannot be opened and Error
-// when it is not a regular file.
+// several readers). The path is opened once, with O_NONBLOCK so that a FIFO
+// without a writer cannot block open(); anything but a regular file is then
+// refused: a directory with IoError(EISDIR), a FIFO, socket or device with
+// IoError(EINVAL) saying what it is and what to do instead. Other failures
+// to open are IoError with the OS's errno.
 class FileSource final : public ByteSource {
  public:
   FileSource(const std::string& path, std::string where);
+  // Takes over `other`'s open file under a new `where` (once the caller
+  // knows which entry point reads it: npy::load or npz::load).
+  FileSource(FileSource&& other, std::string where);
   ~FileSource() override;
   FileSource(const FileSource&) = delete;
   FileSource& operator=(const FileSource&) = delete;
@@ -169,14 +175,27 @@ class MemorySink final : public Sink {
   std::vector<uint8_t> bytes;
 };
 
-// Writes `path` atomically: the bytes go to a new temporary file in the same
-// directory, renamed over `path` by commit(). Until then `path` is untouched,
-// and if commit() is never reached the temporary file is removed. Renaming
-// instead of truncating in place matters: a tensor loaded with mmap = true
-// from `path` keeps its pages (the old file lives on until unmapped), where
-// truncating the file under a live mapping would kill the process with
-// SIGBUS on the next read. A symbolic link at `path` is followed (its target
-// is replaced); an existing file's permission bits are kept.
+// Writes `path` safely. The rules, checked before anything is written:
+// - symbolic links are followed to the final target (which may not exist
+//   yet); the links stay, the target gets the new bytes;
+// - an existing target must be a regular file: a directory is IoError
+//   (EISDIR), a FIFO, socket or device IoError(EINVAL) (replacing it with a
+//   regular file, as a rename would, is never what the caller meant);
+// - an existing target we may not write (access(W_OK) fails, e.g. mode
+//   0444 for a non-root user) is IoError(EACCES), as numpy.save's open()
+//   gives.
+// The bytes go to a temporary ".tbXXXXXX.tmp" in the target's directory
+// (short, so any name the file system takes works), removed on any error.
+// commit() then renames it over the target, keeping an existing file's
+// permission bits (and owner, where allowed): readers, and tensors mapped
+// from the old file with mmap = true, never see a partial or truncated file
+// (truncating a file under a live mapping kills the process with SIGBUS).
+// A target with several hard links is instead rewritten in place by
+// commit(), as numpy.save does, so every link sees the new data: the
+// temporary is filled first (a failure before commit leaves the target
+// untouched), then copied over the target and the target truncated to the
+// new size. That copy is not atomic, and a tensor mapped from a hard-linked
+// file sees the new bytes (and SIGBUS past a shrunken end).
 class AtomicFile final : public Sink {
  public:
   AtomicFile(const std::string& path, std::string where);
@@ -186,16 +205,20 @@ class AtomicFile final : public Sink {
   void write(const void* data, size_t n) override;
   void write_at(uint64_t offset, const void* data, size_t n) override;
   uint64_t offset() const override { return offset_; }
-  // Flushes, closes and renames into place.
+  // Flushes and moves the bytes into place (rename, or the in-place copy).
   void commit();
+  // The file written: `path` with its symbolic links resolved.
+  const std::string& target() const { return target_; }
 
  private:
   void flush();
+  void copy_in_place();
   std::string where_;
   std::string target_;
   std::string temp_;
-  int fd_ = -1;
-  uint64_t offset_ = 0;   // logical size, buffered bytes included
+  int fd_ = -1;          // the temporary
+  int in_place_fd_ = -1; // a hard-linked target, rewritten by commit()
+  uint64_t offset_ = 0;  // logical size, buffered bytes included
   std::vector<uint8_t> buffer_;
 };
 

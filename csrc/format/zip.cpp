@@ -6,7 +6,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
-#include <unordered_set>
+#include <unordered_map>
 
 namespace torchbridge::format {
 namespace {
@@ -288,7 +288,6 @@ std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
 
   std::vector<ZipMember> members;
   members.reserve(static_cast<size_t>(n_total));
-  std::unordered_set<std::string> names;
   size_t pos = 0;
   for (uint64_t i = 0; i < n_total; ++i) {
     const std::string nth = "central directory entry " + std::to_string(i);
@@ -349,9 +348,6 @@ std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
                         " compressed ones, over deflate's maximum ratio of "
                         "1032:1 (a zip bomb or a corrupt archive)");
       }
-    }
-    if (!names.insert(m.name).second) {
-      fail(where, "the archive holds two members named " + printable(m.name));
     }
     members.push_back(std::move(m));
   }
@@ -433,8 +429,29 @@ std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
                       "bomb or a corrupt archive)");
     }
   }
-  for (auto& m : members) {
+  // Unique by the decoded name, which is what callers key on: "\x82.npy"
+  // without the UTF-8 flag and "\xc3\xa9.npy" with it both decode to the
+  // same UTF-8 name.
+  std::vector<std::string> raw(members.size());
+  std::unordered_map<std::string, size_t> seen;
+  seen.reserve(members.size());
+  for (size_t i = 0; i < members.size(); ++i) {
+    ZipMember& m = members[i];
+    raw[i] = m.name;
     if (!(m.flags & kFlagUtf8)) m.name = cp437_to_utf8(m.name);
+    const auto [it, fresh] = seen.emplace(m.name, i);
+    if (fresh) continue;
+    const size_t j = it->second;
+    auto form = [&](size_t k) {
+      return printable(raw[k]) + ((members[k].flags & kFlagUtf8)
+                                      ? " (UTF-8)"
+                                      : " (code page 437, no UTF-8 flag)");
+    };
+    const std::string how =
+        raw[i] == raw[j] ? "" : " once decoded, from " + form(j) + " and " + form(i);
+    fail(where, "the archive holds two members named " + quote(m.name) + how +
+                    "; loading it would drop one of them. Names in an "
+                    "archive must be unique: rewrite it with distinct names");
   }
   return members;
 }
@@ -526,6 +543,30 @@ void MemberStream::read(void* dst, size_t n, const char* what) {
                        std::to_string(produced_) + " of the " +
                        std::to_string(member_.size) + " bytes declared");
     }
+  }
+}
+
+void MemberStream::skip(uint64_t n, const char* what) {
+  if (n > remaining()) {
+    fail(where_, "truncated member: " + std::string(what) + " needs " +
+                     std::to_string(n) + " bytes, but the member has " +
+                     std::to_string(remaining()) + " left of " +
+                     std::to_string(member_.size));
+  }
+  const uint8_t* base = source_.data();
+  if (!zs_ && base) {
+    // In place: the range is inside the source (read_zip_directory checked
+    // the member against the source's size).
+    crc_ = static_cast<uint32_t>(
+        crc32_z(crc_, base + member_.data_offset + produced_, static_cast<size_t>(n)));
+    produced_ += n;
+    return;
+  }
+  std::vector<uint8_t> chunk(static_cast<size_t>(std::min<uint64_t>(n, 1 << 20)));
+  while (n > 0) {
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(n, chunk.size()));
+    read(chunk.data(), k, what);
+    n -= k;
   }
 }
 

@@ -40,7 +40,9 @@ struct ZipMember {
 };
 
 // The archive's members in central-directory order (the order numpy.savez
-// wrote them). Throws Error naming source.where() and the fault.
+// wrote them). Throws Error naming source.where() and the fault; two
+// members whose names are equal once decoded (CP437 or UTF-8) are a fault,
+// since a loader keyed by name would drop one of them.
 std::vector<ZipMember> read_zip_directory(const ByteSource& source);
 
 // A member's uncompressed bytes, read in order. remaining() is what the
@@ -55,6 +57,11 @@ class MemberStream final : public Stream {
   MemberStream& operator=(const MemberStream&) = delete;
 
   void read(void* dst, size_t n, const char* what) override;
+  // Consumes the next `n` bytes without handing them out, still counting
+  // them into the CRC-32 that finish() checks. A stored member of a source
+  // in memory (a mapping) is checksummed in place: no copy, for members
+  // that npz::load makes views of.
+  void skip(uint64_t n, const char* what);
   uint64_t remaining() const override { return member_.size - produced_; }
   uint64_t position() const override { return produced_; }
 

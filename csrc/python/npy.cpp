@@ -16,8 +16,6 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cstring>
 
@@ -32,6 +30,14 @@ std::string fs_path(PyObject* o) {
                 static_cast<size_t>(PyBytes_GET_SIZE(bytes)));
   Py_DECREF(bytes);
   return s;
+}
+
+// A Python str of an error message: messages hold paths and archive names,
+// which may be any bytes, and a strict UTF-8 decode would replace the error
+// with a UnicodeDecodeError.
+PyObject* message_str(const std::string& m) {
+  return PyUnicode_DecodeUTF8(m.data(), static_cast<Py_ssize_t>(m.size()),
+                              "backslashreplace");
 }
 
 // Runs `f` with the GIL released; torchbridge::Error becomes ValueError
@@ -51,28 +57,20 @@ auto without_gil(F&& f) -> decltype(f()) {
   } catch (const Error& e) {
     message = e.what();
   }
+  PyObject* text = message_str(message);
+  if (!text) throw python_error();
   if (io) {
     // OSError(errno, message) picks the subclass for errno.
-    PyObject* exc = PyObject_CallFunction(PyExc_OSError, "is", code, message.c_str());
+    PyObject* exc = PyObject_CallFunction(PyExc_OSError, "iN", code, text);
     if (exc) {
       PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
       Py_DECREF(exc);
     }
   } else {
-    PyErr_SetString(PyExc_ValueError, message.c_str());
+    PyErr_SetObject(PyExc_ValueError, text);
+    Py_DECREF(text);
   }
   throw python_error();
-}
-
-// A zip archive (.npz) starts with a local header, or is an empty archive.
-bool looks_like_zip(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;  // npy::load reports why
-  char head[4] = {};
-  const ssize_t n = ::read(fd, head, sizeof head);
-  ::close(fd);
-  return n == 4 && (std::memcmp(head, "PK\x03\x04", 4) == 0 ||
-                    std::memcmp(head, "PK\x05\x06", 4) == 0);
 }
 
 bool ends_with(const std::string& s, const char* suffix) {
@@ -94,18 +92,21 @@ PyObject* py_load(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   auto place = [&](at::Tensor t) {
     return device ? detail::move_to_device(t, *device, false) : t;
   };
-  if (!looks_like_zip(path)) {
-    at::Tensor t = without_gil([&] { return place(npy::load(path, options)); });
-    return THPVariable_Wrap(std::move(t));
-  }
-  npz::Arrays arrays = without_gil([&] {
-    npz::Arrays out = npz::load(path, options);
-    for (auto& entry : out) entry.second = place(entry.second);
+  // Open, sniff, parse, read and move all without the GIL: a slow or
+  // blocking file must not stop the other Python threads.
+  detail::LoadedFile loaded = without_gil([&] {
+    detail::LoadedFile out = detail::load_file(path, options, "load");
+    if (!out.is_npz) {
+      out.tensor = place(out.tensor);
+    } else {
+      for (auto& entry : out.arrays) entry.second = place(entry.second);
+    }
     return out;
   });
+  if (!loaded.is_npz) return THPVariable_Wrap(std::move(loaded.tensor));
   THPObjectPtr dict(PyDict_New());
   if (!dict) throw python_error();
-  for (auto& [name, tensor] : arrays) {
+  for (auto& [name, tensor] : loaded.arrays) {
     THPObjectPtr key(PyUnicode_DecodeUTF8(name.data(),
                                           static_cast<Py_ssize_t>(name.size()),
                                           "surrogateescape"));
@@ -173,11 +174,21 @@ PyObject* py_save(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   arrays.reserve(static_cast<size_t>(n));
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* item = PyList_GET_ITEM(items.get(), i);
+    // items() of a Mapping that is not a dict may yield anything.
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+      PyErr_Format(PyExc_TypeError,
+                   "save(): obj.items() yielded %.200R (a %s), not a (name, "
+                   "tensor) pair; pass a dict (e.g. dict(obj)) or a Mapping "
+                   "whose items() yields 2-tuples.",
+                   item, Py_TYPE(item)->tp_name);
+      throw python_error();
+    }
     PyObject* key = PyTuple_GET_ITEM(item, 0);
     PyObject* value = PyTuple_GET_ITEM(item, 1);
     if (!PyUnicode_Check(key)) {
       PyErr_Format(PyExc_TypeError,
-                   "save(): archive names must be str, got %s (%R)",
+                   "save(): archive names must be str, got %s (%.200R); use "
+                   "str keys, e.g. {str(k): v for k, v in obj.items()}.",
                    Py_TYPE(key)->tp_name, key);
       throw python_error();
     }
@@ -211,10 +222,13 @@ PyMethodDef npy_methods[] = {
      "it: no copy, the same time whatever the size, the tensor is writable "
      "and writes never reach the file. Data that cannot be a view "
      "(byte-swapped, misaligned) raises ValueError saying so; in a .npz "
-     "only stored, aligned members are views, the rest are read.\n"
+     "only stored, aligned members are views, the rest are read, and every "
+     "member's CRC-32 is verified (views in place, without a copy).\n"
      "device= moves the result there after loading.\n"
      "Malformed files raise ValueError, I/O failures OSError; object "
-     "(pickled) arrays are refused."},
+     "(pickled) arrays are refused. Only regular files load: a FIFO, "
+     "socket or device raises OSError without blocking. The file is opened "
+     "once and read without holding the GIL."},
     {"save", reinterpret_cast<PyCFunction>(py_save),
      METH_FASTCALL | METH_KEYWORDS,
      "save(path, obj, *, compress=False)\n--\n\n"
@@ -223,7 +237,12 @@ PyMethodDef npy_methods[] = {
      "with compress=True, like numpy.savez_compressed).\n\n"
      "Tensors on any device, requiring grad, conj or sparse are accepted; "
      "dtypes NumPy lacks (bfloat16, float8) raise TypeError: convert them "
-     "first (t.float() is exact). The file is replaced atomically."},
+     "first (t.float() is exact). The file is replaced atomically (a "
+     "temporary in its directory, renamed into place), through symbolic "
+     "links; an existing FIFO, socket or device raises OSError and a file "
+     "this user may not write PermissionError, before anything is written; "
+     "the old file's mode is kept; a file with several hard links is "
+     "rewritten in place, as numpy.save does (README: File safety)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

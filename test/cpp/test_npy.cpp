@@ -596,6 +596,22 @@ TEST(Npz, StoredMembersWeWriteMapWithoutACopy) {
   EXPECT_FALSE(is_mapped(p));
 }
 
+TEST(Npz, MappedMembersAreCrcCheckedToo) {
+  TempDir tmp;
+  const std::string p = tmp / "a.npz";
+  npz::save(p, {{"a", at::arange(1000, at::kDouble)}, {"b", at::ones({3})}});
+  std::string z = read_file(p);
+  // The last data byte of "a": only the CRC-32 can tell.
+  z[z.find("b.npy") - 30 - 1] ^= 0x55;
+  write_file(p, z);
+  for (bool mmap : {false, true}) {
+    SCOPED_TRACE(mmap);
+    EXPECT_THROW_MSG(npz::load(p, {.mmap = mmap}), torchbridge::Error,
+                     "npz::load(\"" + p + "\"), member \"a.npy\": CRC-32 mismatch");
+  }
+  EXPECT_FALSE(is_mapped(p));
+}
+
 TEST(Npz, SaveChecksEveryEntryBeforeTouchingTheFile) {
   TempDir tmp;
   const std::string p = tmp / "a.npz";

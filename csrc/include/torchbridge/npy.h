@@ -15,6 +15,8 @@
 // Errors: a missing, unreadable, malformed or hostile file throws
 // torchbridge::Error naming the function, the file and the fault (I/O
 // failures carry the OS's reason). Object (pickled) arrays are refused.
+// Only regular files are read: a FIFO, socket or device is refused without
+// blocking (see README.md, "File safety", for these rules and save's).
 // Headers are parsed, never evaluated, and bounded to 10000 bytes like
 // NumPy's max_header_size; shapes are checked for overflow against the real
 // file size before anything is allocated; a .npz archive's directory is
@@ -40,7 +42,8 @@ struct LoadOptions {
   // write through the tensor, so it is not used.) Like any mapping, it
   // shows later changes other programs make to the file in pages the tensor
   // has not written, and truncating the file under it kills the process
-  // with SIGBUS on access; npy::save replaces files by rename, which is safe.
+  // with SIGBUS on access; npy::save replaces files by rename, which is safe
+  // (except for a file with several hard links, rewritten in place).
   //
   // A view needs the data in native byte order and aligned to its item size
   // within the file (numpy.save aligns to 64 bytes): otherwise load throws
@@ -67,6 +70,11 @@ at::Tensor load(const std::string& path, LoadOptions options = {});
 // are never widened silently, so a file's dtype is always the tensor's.
 // The file is written to a temporary name and renamed over `path`, so
 // readers (and tensors mapped from the old file) never see a partial file.
+// Symbolic links are written through (the links stay); an existing FIFO,
+// socket or device is refused, as is a file this user may not write
+// (EACCES, like numpy.save); a file with several hard links is rewritten in
+// place so every link sees the new data (not atomic: see README.md, "File
+// safety").
 void save(const std::string& path, const at::Tensor& tensor);
 
 }  // namespace npy
@@ -83,8 +91,10 @@ using Arrays = std::vector<std::pair<std::string, at::Tensor>>;
 // each stored member that can be a view (native byte order, aligned data:
 // npz::save aligns them, numpy.savez does not) is a view of the mapping,
 // which lives as long as any such tensor; other members are read (inflated)
-// into memory. Views are not CRC-checked (that would read every byte); all
-// other members are.
+// into memory. Every member's CRC-32 is verified, views included: over the
+// mapped bytes in place, in one pass, without a copy (so unlike npy::load's
+// mapping this reads the data once). Two members whose names are equal once
+// decoded (code page 437 or UTF-8) are refused, since one would be lost.
 Arrays load(const std::string& path, npy::LoadOptions options = {});
 
 struct SaveOptions {

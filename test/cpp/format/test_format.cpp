@@ -9,8 +9,16 @@
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -516,7 +524,47 @@ TEST(Zip, DuplicateNamesAreRefused) {
   const size_t second_local = get32(z, central(z) + 46 + 5 + 42);
   z[second_local + 30] = 'a';
   z[central(z) + 46 + 5 + 46] = 'a';
-  EXPECT_ERROR(directory(z), "two members named 'a.npy'");
+  EXPECT_ERROR(directory(z), "two members named \"a.npy\"; loading it would drop one");
+}
+
+TEST(Zip, NamesThatCollideOnceDecodedAreRefused) {
+  // "\x82.npy" without the UTF-8 flag is code page 437 for "\u00e9.npy", the
+  // UTF-8-flagged second name: keyed by name, one member would vanish.
+  auto z = make_zip({{"X.npy", "1", false}, {"\xc3\xa9.npy", "2", false}});
+  ASSERT_EQ(z[30], 'X');
+  ASSERT_EQ(z[central(z) + 46], 'X');
+  z[30] = 0x82;
+  z[central(z) + 46] = 0x82;
+  EXPECT_ERROR(directory(z),
+               "two members named \"\xc3\xa9.npy\" once decoded, from '\\x82.npy' "
+               "(code page 437, no UTF-8 flag) and '\\xc3\\xa9.npy' (UTF-8)");
+}
+
+TEST(Zip, SkipChecksTheCrcInPlaceOrByReading) {
+  for (bool compress : {false, true}) {
+    SCOPED_TRACE(compress);
+    auto z = make_zip({{"a.npy", pattern(5000), compress}});
+    const ZipMember m = directory(z)[0];
+    auto skip_all = [&] {
+      MemorySource src(z.data(), z.size(), "npz::load(\"t.npz\")");
+      MemberStream in(src, m, "npz::load(\"t.npz\"), member");
+      std::string head(10, '\0');
+      in.read(&head[0], head.size(), "header");
+      in.skip(in.remaining(), "data");
+      EXPECT_EQ(in.remaining(), 0u);
+      in.finish();
+    };
+    skip_all();
+    {
+      MemorySource src(z.data(), z.size(), "t");
+      MemberStream in(src, m, "t");
+      EXPECT_ERROR(in.skip(m.size + 1, "data"), "truncated member");
+    }
+    if (!compress) {
+      z[m.data_offset + m.size - 1] ^= 0x55;  // the last byte
+      EXPECT_ERROR(skip_all(), "CRC-32 mismatch");
+    }
+  }
 }
 
 TEST(Zip, OverlappingMembersAreRefused) {
@@ -687,4 +735,188 @@ TEST(Files, MissingFileIsAnIoErrorWithErrno) {
 
 TEST(Files, ApiQuotesOddPaths) {
   EXPECT_EQ(api("npy::load", "a\"b\n.npy"), "npy::load(\"a\\\"b\\x0a.npy\")");
+}
+
+// ---------------------------------------------------------------- file safety
+
+namespace {
+
+// A fresh directory under /tmp (mode 0777, so a child that dropped root can
+// use it), removed with everything in it.
+struct ScratchDir {
+  ScratchDir() {
+    char tmpl[] = "/tmp/tb-format-XXXXXX";
+    path = ::mkdtemp(tmpl);
+    ::chmod(path.c_str(), 0777);
+  }
+  ~ScratchDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(path.c_str())) {
+      while (dirent* e = ::readdir(d)) {
+        if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) out.push_back(e->d_name);
+      }
+      ::closedir(d);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::string path;
+};
+
+void save_bytes(const std::string& path, const std::string& bytes) {
+  AtomicFile f(path, api("npy::save", path));
+  f.write(bytes.data(), bytes.size());
+  f.commit();
+}
+
+std::string slurp(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out;
+}
+
+// The errno of the IoError `stmt` throws (0 if none; -1 for another Error).
+template <class F>
+int io_errno(F&& stmt, std::string* message = nullptr) {
+  try {
+    stmt();
+  } catch (const IoError& e) {
+    if (message) *message = e.what();
+    return e.code();
+  } catch (const torchbridge::Error& e) {
+    if (message) *message = e.what();
+    return -1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST(Files, NonRegularFilesAreRefusedWithoutBlocking) {
+  ScratchDir d;
+  ASSERT_EQ(::mkfifo((d / "fifo").c_str(), 0666), 0);
+  std::string msg;
+  // No writer: a blocking open() would never return.
+  EXPECT_EQ(io_errno([&] { FileSource f(d / "fifo", "load(\"fifo\")"); }, &msg), EINVAL);
+  EXPECT_NE(msg.find("load(\"fifo\"): is a FIFO (named pipe), not a regular file; "),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("copy it to a regular file first"), std::string::npos) << msg;
+  EXPECT_EQ(io_errno([&] { FileSource f("/dev/null", "w"); }, &msg), EINVAL);
+  EXPECT_NE(msg.find("is a character device"), std::string::npos) << msg;
+}
+
+TEST(Files, OneOpenServesSniffingAndReadingUnderANewName) {
+  ScratchDir d;
+  save_bytes(d / "a", "PK\x05\x06 and more");
+  FileSource first(d / "a", "load(\"a\")");
+  char head[4];
+  first.read(0, head, 4, "the magic");
+  FileSource second(std::move(first), "npz::load(\"a\")");
+  EXPECT_EQ(first.fd(), -1);
+  EXPECT_EQ(second.size(), 13u);
+  EXPECT_ERROR(second.read(10, head, 8, "x"), "npz::load(\"a\"): truncated file");
+}
+
+TEST(Files, SaveWritesThroughSymlinksToTheFinalTarget) {
+  ScratchDir d;
+  ASSERT_EQ(::mkdir((d / "real").c_str(), 0777), 0);
+  save_bytes(d / "real/a", "old");
+  ASSERT_EQ(::symlink("real/a", (d / "l1").c_str()), 0);     // relative
+  ASSERT_EQ(::symlink((d / "l1").c_str(), (d / "l2").c_str()), 0);  // a chain
+  ASSERT_EQ(::symlink("real/new", (d / "dangling").c_str()), 0);
+  save_bytes(d / "l2", "new");
+  save_bytes(d / "dangling", "created");
+  EXPECT_EQ(slurp(d / "real/a"), "new");
+  EXPECT_EQ(slurp(d / "real/new"), "created");
+  struct stat st;
+  for (const char* link : {"l1", "l2", "dangling"}) {
+    ASSERT_EQ(::lstat((d / link).c_str(), &st), 0);
+    EXPECT_TRUE(S_ISLNK(st.st_mode)) << link;
+  }
+  EXPECT_EQ(d.names(), (std::vector<std::string>{"dangling", "l1", "l2", "real"}));
+  ASSERT_EQ(::symlink("loop", (d / "loop").c_str()), 0);
+  EXPECT_EQ(io_errno([&] { save_bytes(d / "loop", "x"); }), ELOOP);
+}
+
+TEST(Files, SaveRefusesNonRegularTargetsBeforeWriting) {
+  ScratchDir d;
+  ASSERT_EQ(::mkfifo((d / "fifo").c_str(), 0666), 0);
+  ASSERT_EQ(::symlink("fifo", (d / "to_fifo").c_str()), 0);
+  std::string msg;
+  for (const char* name : {"fifo", "to_fifo"}) {
+    EXPECT_EQ(io_errno([&] { save_bytes(d / name, "x"); }, &msg), EINVAL) << name;
+    EXPECT_NE(msg.find("is a FIFO (named pipe), not a regular file"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("save to a regular file path"), std::string::npos) << msg;
+  }
+  struct stat st;
+  ASSERT_EQ(::lstat((d / "fifo").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(io_errno([&] { save_bytes(d.path, "x"); }), EISDIR);
+  EXPECT_EQ(d.names(), (std::vector<std::string>{"fifo", "to_fifo"}));
+}
+
+TEST(Files, SaveRewritesHardLinkedFilesInPlace) {
+  ScratchDir d;
+  save_bytes(d / "a", std::string(10000, 'a'));
+  ASSERT_EQ(::link((d / "a").c_str(), (d / "b").c_str()), 0);
+  for (const std::string& bytes : {std::string("short"), std::string(20000, 'z')}) {
+    save_bytes(d / "a", bytes);
+    EXPECT_EQ(slurp(d / "b"), bytes);
+    struct stat sa, sb;
+    ASSERT_EQ(::stat((d / "a").c_str(), &sa), 0);
+    ASSERT_EQ(::stat((d / "b").c_str(), &sb), 0);
+    EXPECT_EQ(sa.st_ino, sb.st_ino);
+    EXPECT_EQ(sa.st_nlink, 2u);
+  }
+  // A save that never commits leaves the target as it was.
+  {
+    AtomicFile f(d / "a", "t");
+    f.write("partial", 7);
+  }
+  EXPECT_EQ(slurp(d / "b"), std::string(20000, 'z'));
+  EXPECT_EQ(d.names(), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(Files, SaveKeepsModeAndTakesLongNames) {
+  ScratchDir d;
+  const std::string name(250, 'n');  // NAME_MAX is 255
+  save_bytes(d / name, "1");
+  ASSERT_EQ(::chmod((d / name).c_str(), 0640), 0);
+  save_bytes(d / name, "2");
+  struct stat st;
+  ASSERT_EQ(::stat((d / name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(slurp(d / name), "2");
+  EXPECT_EQ(d.names(), std::vector<std::string>{name});
+}
+
+TEST(Files, SaveRefusesAFileThisUserMayNotWrite) {
+  ScratchDir d;
+  save_bytes(d / "ro", "keep");
+  ASSERT_EQ(::chmod((d / "ro").c_str(), 0444), 0);
+  // Root may write anything, so the check runs in a child that drops to
+  // nobody (65534) when we are root.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(77);
+    std::string msg;
+    const int e = io_errno([&] { save_bytes(d / "ro", "lost"); }, &msg);
+    const bool said = msg.find("not writable by this user (mode 0444") != std::string::npos;
+    ::_exit(e == EACCES && said ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot drop root privileges here";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(slurp(d / "ro"), "keep");
+  EXPECT_EQ(d.names(), std::vector<std::string>{"ro"});
 }
