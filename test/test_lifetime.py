@@ -376,8 +376,9 @@ DAEMON_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(script, timeout=120):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _run(script, timeout=120, env=None):
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -397,6 +398,44 @@ def test_interpreter_exit_with_live_shared_objects_in_globals_is_clean(run):
 @pytest.mark.parametrize("run", range(3))
 def test_interpreter_exit_with_daemon_threads_holding_shared_objects_is_clean(run):
     _assert_clean_exit(_run(DAEMON_SCRIPT))
+
+
+# Daemon threads inside torchbridge's GIL-released code when the interpreter
+# finalizes: CPython ends such threads with pthread_exit as they take the GIL
+# back, which used to unwind out of a noexcept destructor (SIGABRT,
+# "terminate called without an active exception"); they are parked now.
+# The threads never drop a tensor themselves: torch's own tensor dealloc
+# drops and re-takes the GIL and has that hazard (see DAEMON_SCRIPT).
+GIL_EXIT_SCRIPT = textwrap.dedent("""
+    import os, sys, tempfile, threading, time
+    import numpy as np, torch, torchbridge as tb
+
+    path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    np.save(path, np.arange(64.0))
+    big = np.random.rand(1 << 21)   # 16 MB: the cast runs without the GIL
+    kept = []
+
+    def convert():
+        while True:
+            try:  # the cast completes, then requires_grad refuses int32
+                tb.to_tensor(big, dtype=torch.int32, requires_grad=True)
+            except ValueError:
+                pass
+
+    def load():
+        while True:
+            kept.append(tb.load(path))  # reads the file without the GIL
+
+    for f in (convert, convert, load):
+        threading.Thread(target=f, daemon=True).start()
+    time.sleep(0.2)
+    print("exiting", flush=True)
+""")
+
+
+@pytest.mark.parametrize("run", range(4))
+def test_interpreter_exit_with_daemon_threads_in_gil_released_calls_is_clean(run):
+    _assert_clean_exit(_run(GIL_EXIT_SCRIPT))
 
 
 # ------------------------------------------------- refcounts after many calls

@@ -2,6 +2,7 @@
 // The NumPy <-> tensor bridge of the Python extension.
 
 #include "numpy.h"
+#include "pyref.h"  // GilRelease
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -23,21 +24,6 @@ inline bool worth_releasing_gil(const at::Tensor& t) {
          (!t.device().is_cpu() ||
           t.numel() * static_cast<int64_t>(t.element_size()) >= kReleaseGilBytes);
 }
-
-// Releases the GIL for its lifetime (RAII, exception safe).
-class GilRelease {
- public:
-  explicit GilRelease(bool active = true)
-      : state_(active ? PyEval_SaveThread() : nullptr) {}
-  ~GilRelease() {
-    if (state_) PyEval_RestoreThread(state_);
-  }
-  GilRelease(const GilRelease&) = delete;
-  GilRelease& operator=(const GilRelease&) = delete;
-
- private:
-  PyThreadState* state_;
-};
 
 struct ToTensorOptions {
   std::optional<at::ScalarType> dtype;
