@@ -438,6 +438,50 @@ def test_interpreter_exit_with_daemon_threads_in_gil_released_calls_is_clean(run
     _assert_clean_exit(_run(GIL_EXIT_SCRIPT))
 
 
+# Another thread empties and refills the list while to_tensor stacks it with
+# the GIL released. The stack reads a snapshot it owns: each row is one whole
+# array (old or new), never freed memory. MALLOC_MMAP_THRESHOLD_ makes freed
+# arrays unmapped at once, so reading one would crash instead of reading
+# stale bytes.
+STACK_RACE_SCRIPT = textwrap.dedent("""
+    import threading, numpy as np, torch, torchbridge as tb
+    n = 1 << 17                     # 1 MB per float64 item: copied without the GIL
+    items = [np.full(n, 1.0), np.full(n, 1.0)]
+    stop = threading.Event()
+
+    def mutate():
+        k = 0
+        while not stop.is_set():
+            k += 1
+            items[:] = [np.full(n, float(k % 5 + 1)) for _ in range(2)]
+            if k % 3 == 0:
+                items.clear()
+                items.extend([np.full(n, 2.0), np.full(n, 3.0), np.full(n, 4.0)])
+
+    th = threading.Thread(target=mutate)
+    th.start()
+    stacked = 0
+    try:
+        for _ in range(1500):
+            t = tb.to_tensor(items)
+            for row in t:
+                v = row[0].item()
+                assert v in (1.0, 2.0, 3.0, 4.0, 5.0) and bool((row == v).all()), v
+            stacked += len(t)
+    finally:
+        stop.set()
+        th.join()
+    print("exiting", stacked > 0, flush=True)
+""")
+
+
+def test_list_emptied_by_another_thread_while_stacking_is_safe():
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    r = _run(STACK_RACE_SCRIPT, env=env)
+    _assert_clean_exit(r)
+    assert "exiting True" in r.stdout
+
+
 # ------------------------------------------------- refcounts after many calls
 
 def _refcount_stable(obj, fn, n=1000):

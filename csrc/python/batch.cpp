@@ -2,6 +2,10 @@
 // the bus as one transfer (see detail::host_to_device_batch). Every leaf is
 // validated before anything moves, so an error leaves nothing half-done:
 // what was built is owned by RAII handles and freed on the way out.
+//
+// Sequences are snapshotted into a tuple before any work: conversions drop
+// the GIL, and another thread may then empty or refill the caller's list,
+// freeing items a borrowed pointer would still read.
 
 #include "convert.h"
 #include "dtypes.h"
@@ -12,6 +16,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/object_ptr.h>
 
 #include <map>
 #include <vector>
@@ -31,11 +36,20 @@ void set_item(PyObject* list, Py_ssize_t i, PyObject* value) {
   PyList_SET_ITEM(list, i, value);  // steals; slots start as NULL
 }
 
+// A strong-reference snapshot of a list's items (see the top of the file).
+THPObjectPtr snapshot(PyObject* seq) {
+  THPObjectPtr items(PySequence_Tuple(seq));
+  if (!items) throw python_error();
+  return items;
+}
+
 }  // namespace
 
 PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
   TORCH_CHECK_TYPE(PyList_Check(leaves), "_to_tensor_batch expects a list");
-  const Py_ssize_t n = PyList_GET_SIZE(leaves);
+  THPObjectPtr snap = snapshot(leaves);
+  leaves = snap.get();
+  const Py_ssize_t n = PyTuple_GET_SIZE(leaves);
   TORCH_INTERNAL_ASSERT(o.device.has_value(), "_to_tensor_batch needs a device");
   const at::Device device = resolve_device(*o.device);
   THPObjectPtr result(PyList_New(n));
@@ -53,7 +67,7 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
   std::vector<Py_ssize_t> singles;
   const bool by_one = o.copy.has_value() && !*o.copy;
   for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* leaf = PyList_GET_ITEM(leaves, i);
+    PyObject* leaf = PyTuple_GET_ITEM(leaves, i);
     if (by_one) {
       singles.push_back(i);
     } else if (!PyArray_Check(leaf) && THPVariable_Check(leaf)) {
@@ -92,7 +106,7 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
   }
   // One by one first: their errors surface before the batch moves.
   for (Py_ssize_t i : singles)
-    set_item(result.get(), i, to_tensor(PyList_GET_ITEM(leaves, i), o));
+    set_item(result.get(), i, to_tensor(PyTuple_GET_ITEM(leaves, i), o));
 
   std::vector<at::Tensor> moved;
   if (!batch.empty()) {
@@ -118,7 +132,9 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
 PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* want,
                          std::optional<bool> copy) {
   TORCH_CHECK_TYPE(PyList_Check(leaves), "_to_numpy_batch expects a list");
-  const Py_ssize_t n = PyList_GET_SIZE(leaves);
+  THPObjectPtr snap = snapshot(leaves);
+  leaves = snap.get();
+  const Py_ssize_t n = PyTuple_GET_SIZE(leaves);
   THPObjectPtr result(PyList_New(n));
   if (!result) throw python_error();
 
@@ -142,7 +158,7 @@ PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* want,
   std::map<c10::DeviceIndex, std::vector<Item>> groups;  // CUDA leaves, by index
   std::vector<Py_ssize_t> singles;
   for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* leaf = PyList_GET_ITEM(leaves, i);
+    PyObject* leaf = PyTuple_GET_ITEM(leaves, i);
     if (!by_one && !PyArray_Check(leaf) && THPVariable_Check(leaf)) {
       const at::Tensor& t = THPVariable_Unpack(leaf);
       if (t.defined() && t.is_cuda()) {
@@ -154,7 +170,7 @@ PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* want,
     singles.push_back(i);
   }
   for (Py_ssize_t i : singles)
-    set_item(result.get(), i, to_numpy(PyList_GET_ITEM(leaves, i), want, copy));
+    set_item(result.get(), i, to_numpy(PyTuple_GET_ITEM(leaves, i), want, copy));
 
   for (auto& [index, items] : groups) {
     std::vector<at::Tensor> hosts;
