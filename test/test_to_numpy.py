@@ -492,3 +492,23 @@ def test_exported_array_survives_gc_of_everything_else():
     a = tb.to_numpy(torch.arange(1000.0) * 2)
     gc.collect()
     assert a[999] == 1998.0
+
+
+# ------------------------------------------------- lists of tensors
+
+
+def test_list_of_tensors_is_stacked_by_torch():
+    w = torch.arange(3.0, requires_grad=True)
+    bf = torch.tensor([1.5, 2.0, -1.0], dtype=torch.bfloat16)
+    a = tb.to_numpy([w * 2, bf])
+    assert a.dtype == np.float32 and a.tolist() == [[0, 2, 4], [1.5, 2, -1]]
+    a = tb.to_numpy([torch.ones(2, dtype=torch.float64)] * 2)
+    assert a.dtype == np.float64  # to_numpy keeps dtypes: no float policy
+    assert tb.to_numpy([bf, bf], dtype="float16").dtype == np.float16
+
+
+def test_list_of_tensors_with_copy_false_or_ragged_raises():
+    with pytest.raises(ValueError, match="copy=None"):
+        tb.to_numpy([torch.ones(2)] * 2, copy=False)
+    with pytest.raises(ValueError, match=r"\[1\]"):
+        tb.to_numpy([torch.ones(2), torch.ones(3)])

@@ -74,6 +74,18 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o);
 PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* dtype,
                          std::optional<bool> copy);
 
+// Whether `obj` is a list or tuple holding a tensor (at any depth of nested
+// lists/tuples): such sequences are stacked by torch, not by NumPy.
+bool holds_tensor(PyObject* obj);
+
+// Stacks such a sequence with at::stack (batch.cpp): the autograd graph and
+// dtypes NumPy lacks (bfloat16) are kept; arrays and numbers among the items
+// convert by to_tensor's rules first. dtype/float_dtype/device/pin_memory/
+// non_blocking follow coerce; copy=False raises (a stack is a copy). Equal
+// shapes are required (ValueError naming the element otherwise).
+at::Tensor stack_tensors(PyObject* seq, const ToTensorOptions& o,
+                         const char* api);
+
 // np.asarray(obj), with a TypeError naming the element of a ragged list.
 // `fresh` tells whether NumPy built new memory (nothing to share).
 THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh);

@@ -6,6 +6,7 @@
 #include "../core/internal.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/SmallVector.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -206,6 +207,20 @@ PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
   if (PyArray_IsScalar(obj, Generic)) {
     a = THPObjectPtr(PyArray_FromScalar(obj, nullptr));
     if (!a) throw python_error();
+  } else if (holds_tensor(obj)) {
+    // Stacked by torch: NumPy would call .numpy() on each tensor, which
+    // fails for grad, bfloat16 and device tensors.
+    TORCH_CHECK_VALUE(!(copy.has_value() && !*copy), kApi,
+        "(copy=False): the list's tensors cannot share memory with one "
+        "array; stacking them is a copy. Pass copy=None.");
+    ToTensorOptions keep;  // dtypes kept: to_numpy has no float policy
+    keep.float_dtype = std::nullopt;
+    at::Tensor stacked;
+    {
+      at::NoGradGuard no_grad;  // the result is detached anyway
+      stacked = stack_tensors(obj, keep, kApi);
+    }
+    return tensor_to_numpy(stacked, dtype, std::nullopt);
   } else {
     a = as_array(obj, kApi, fresh);
   }

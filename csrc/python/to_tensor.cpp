@@ -328,6 +328,7 @@ at::Tensor convert(PyObject* obj, const ToTensorOptions& o) {
     if (!items) throw python_error();
     return stack_arrays(items.get(), o);
   }
+  if (holds_tensor(obj)) return stack_tensors(obj, o, kApi);
   bool fresh = false;
   THPObjectPtr a = as_array(obj, kApi, fresh);
   return array_to_tensor(reinterpret_cast<PyArrayObject*>(a.get()), o, fresh);
