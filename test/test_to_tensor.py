@@ -609,6 +609,18 @@ def test_mixed_list_with_a_mismatched_shape_names_the_element():
         tb.to_tensor([torch.ones(2), np.ones(3)])
 
 
+def test_dict_input_points_to_tree_to_tensor():
+    with pytest.raises(TypeError) as e:
+        tb.to_tensor({"a": np.ones(2)})
+    msg = str(e.value)
+    assert "dict" in msg and "tree_to_tensor" in msg and "dtype object" not in msg
+
+
+def test_none_input_names_its_type():
+    with pytest.raises(TypeError, match="NoneType.*not an array-like"):
+        tb.to_tensor(None)
+
+
 # ------------------------------------------------- tensor inputs
 
 def test_tensor_with_nothing_to_change_is_returned_as_is():

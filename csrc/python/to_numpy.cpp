@@ -13,6 +13,7 @@
 #include <torch/csrc/utils/object_ptr.h>
 
 #include <new>
+#include <string>
 
 namespace torchbridge::python {
 namespace {
@@ -116,6 +117,54 @@ PyObject* finish_array(THPObjectPtr arr, PyArray_Descr* want,
     throw python_error();
   }
   return out;
+}
+
+// np.asarray wraps anything in a 0-d object array (None, a dict, any
+// object) and lists of arbitrary objects in object arrays; to_numpy raises
+// instead (API.md). Objects whose __array__ gives an object array are
+// array-likes and pass; a list passes with an explicit dtype=object.
+void check_not_object(PyObject* obj, PyArrayObject* arr, PyArray_Descr* want) {
+  if (PyArray_TYPE(arr) != NPY_OBJECT) return;
+  const bool seq = PyList_Check(obj) || PyTuple_Check(obj);
+  if (!seq && PyArray_NDIM(arr) == 0) {
+    const bool mapping = PyDict_Check(obj) || [&] {
+      THPObjectPtr abc(PyImport_ImportModule("collections.abc"));
+      THPObjectPtr m(abc ? PyObject_GetAttrString(abc.get(), "Mapping") : nullptr);
+      const int r = m ? PyObject_IsInstance(obj, m.get()) : -1;
+      PyErr_Clear();
+      return r == 1;
+    }();
+    TORCH_CHECK_TYPE(false, kApi, ": got ", Py_TYPE(obj)->tp_name,
+        ", which is not a tensor or an array-like, so it has no array form. ",
+        mapping ? "For a mapping of tensors, use torchbridge.tree_to_numpy, "
+                  "which converts every leaf and keeps the keys."
+                : "Pass a tensor, an ndarray, a NumPy scalar, a list of "
+                  "numbers, or an object with __array__, __array_interface__ "
+                  "or the buffer protocol (containers: "
+                  "torchbridge.tree_to_numpy).");
+  }
+  if (!seq || (want && want->type_num == NPY_OBJECT)) return;
+  // Name the first element that is no number, for the message.
+  std::string odd;
+  THPObjectPtr flat(PyArray_Ravel(arr, NPY_CORDER));
+  if (flat) {
+    auto* f = reinterpret_cast<PyArrayObject*>(flat.get());
+    auto** items = static_cast<PyObject**>(PyArray_DATA(f));
+    for (npy_intp i = 0; i < PyArray_SIZE(f); ++i) {
+      PyObject* e = items[i];
+      if (e && !PyNumber_Check(e)) {
+        odd = Py_TYPE(e)->tp_name;
+        break;
+      }
+    }
+  }
+  PyErr_Clear();
+  const std::string what = odd.empty()
+      ? "numbers no NumPy numeric dtype holds (e.g. integers beyond 64 bits)"
+      : "Python objects that are not numbers (e.g. " + odd + ")";
+  TORCH_CHECK_TYPE(false, kApi, ": the ", Py_TYPE(obj)->tp_name, " holds ",
+      what, ", so NumPy could only build an object array; convert them "
+      "first, or pass dtype=object to get an object array on purpose.");
 }
 
 PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
@@ -223,6 +272,7 @@ PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
     return tensor_to_numpy(stacked, dtype, std::nullopt);
   } else {
     a = as_array(obj, kApi, fresh);
+    check_not_object(obj, reinterpret_cast<PyArrayObject*>(a.get()), dtype);
   }
   return finish_array(std::move(a), dtype, copy, fresh);
 }
