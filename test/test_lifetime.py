@@ -482,6 +482,39 @@ def test_list_emptied_by_another_thread_while_stacking_is_safe():
     assert "exiting True" in r.stdout
 
 
+# Tensor.share_memory_() moves a storage into shared memory and frees the old
+# memory; an array from to_numpy keeps that old memory alive (torch's own
+# .numpy() would dangle). Afterwards the two no longer share: writes to the
+# array stay in the array.
+SHARE_MEMORY_SCRIPT = textwrap.dedent("""
+    import gc, numpy as np, torch, torchbridge as tb
+    n = 1 << 22
+    for make in (lambda: torch.arange(n, dtype=torch.float32),
+                 lambda: tb.to_tensor(np.arange(n, dtype=np.float32))):
+        t = make()
+        a = tb.to_numpy(t)
+        ptr = a.ctypes.data
+        assert ptr == t.data_ptr()
+        t.share_memory_()
+        assert t.is_shared() and t.data_ptr() != ptr
+        junk = [torch.full((n,), 7.0) for _ in range(4)]  # reuse freed memory
+        gc.collect()
+        assert a[12345] == 12345.0 and a[-1] == n - 1, (a[12345], a[-1])
+        a[:] = -1.0
+        assert (a == -1.0).all() and a.base.data_ptr == ptr
+        assert t[5].item() == 5.0 and t[-1].item() == n - 1
+        t2 = t * 1                                     # the tensor still works
+        del t, t2, junk
+        gc.collect()
+        assert a.sum() == -n                           # and so does the array
+    print("exiting", flush=True)
+""")
+
+
+def test_share_memory_after_to_numpy_keeps_the_arrays_memory():
+    _assert_clean_exit(_run(SHARE_MEMORY_SCRIPT, env={"MALLOC_MMAP_THRESHOLD_": "65536"}))
+
+
 # ------------------------------------------------- refcounts after many calls
 
 def _refcount_stable(obj, fn, n=1000):

@@ -2,16 +2,19 @@
 
 #include "convert.h"
 #include "dtypes.h"
+#include "pyref.h"
 
 #include "../core/internal.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/SmallVector.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/object_ptr.h>
 
+#include <atomic>
 #include <new>
 #include <string>
 
@@ -20,18 +23,70 @@ namespace {
 
 constexpr const char* kApi = "to_numpy";
 
+// Shared ownership of a storage's memory. Tensor.share_memory_() (like
+// anything that calls StorageImpl::set_data_ptr) swaps new memory into the
+// storage and frees the old, which an exported array still points at
+// (torch's own Tensor.numpy() has that hole). The first export moves the
+// storage's DataPtr into this refcounted holder; the storage and every
+// StorageRef hold references, so the memory lives until all let go.
+struct SharedMemory {
+  std::atomic<int64_t> refs{1};
+  c10::DataPtr original;
+};
+
+void release_shared(void* ctx) {
+  auto* m = static_cast<SharedMemory*>(ctx);
+  if (m->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete m;
+}
+
+// Only memory whose deleter nobody else inspects is moved into a holder:
+// torch's CPU allocator and NumPy-backed storages (ours). Pinned memory
+// (the CUDA host allocator finds its blocks by context), shared memory
+// (torch recognises it by its deleter) and foreign deleters stay as they
+// are, with torch's hole (README: "Lifetimes").
+bool adoptable(const c10::DataPtr& p) {
+  static const c10::DeleterFnPtr default_cpu =
+      c10::GetDefaultCPUAllocator()->raw_deleter();
+  const auto d = p.get_deleter();
+  return d && p.get() &&
+         (d == default_cpu || d == c10::GetCPUAllocator()->raw_deleter() ||
+          d == &release_pyobject);
+}
+
+// A new reference to the holder of `s`'s memory, creating it on the first
+// export; nullptr when the memory is not adoptable.
+SharedMemory* hold_memory(c10::StorageImpl* s) {
+  const c10::DataPtr& p = static_cast<const c10::StorageImpl*>(s)->data_ptr();
+  if (p.get_deleter() == &release_shared) {
+    auto* m = static_cast<SharedMemory*>(p.get_context());
+    m->refs.fetch_add(1, std::memory_order_relaxed);
+    return m;
+  }
+  if (!adoptable(p)) return nullptr;
+  auto* m = new SharedMemory();  // the storage's reference
+  void* data = p.get();
+  const auto device = p.device();
+  m->original = s->set_data_ptr(c10::DataPtr(data, m, &release_shared, device));
+  m->refs.fetch_add(1, std::memory_order_relaxed);  // the StorageRef's
+  return m;
+}
+
 // The base object of every exported array: it owns a reference to the
 // tensor's *storage*, not to the tensor, so Tensor.set_() or the tensor's
-// death cannot free memory the array still points at.
+// death cannot free memory the array still points at, and a reference to
+// the memory itself (SharedMemory), so Tensor.share_memory_() cannot.
 struct StorageRef {
   PyObject_HEAD
   c10::Storage storage;
+  SharedMemory* memory;  // may be null (memory not adoptable)
 };
 
 void storage_ref_dealloc(PyObject* self) {
   // May free a NumPy-backed storage (round trips); its deleter sees the GIL
   // held and releases at once.
-  reinterpret_cast<StorageRef*>(self)->storage.~Storage();
+  auto* ref = reinterpret_cast<StorageRef*>(self);
+  ref->storage.~Storage();
+  if (ref->memory) release_shared(ref->memory);
   Py_TYPE(self)->tp_free(self);
 }
 
@@ -46,8 +101,10 @@ PyObject* storage_ref_nbytes(PyObject* self, void*) {
 }
 
 PyObject* storage_ref_data_ptr(PyObject* self, void*) {
-  return PyLong_FromVoidPtr(
-      reinterpret_cast<StorageRef*>(self)->storage.mutable_data());
+  // The memory the arrays view, even after share_memory_() moved the storage.
+  auto* ref = reinterpret_cast<StorageRef*>(self);
+  return PyLong_FromVoidPtr(ref->memory ? ref->memory->original.get()
+                                        : ref->storage.mutable_data());
 }
 
 PyGetSetDef storage_ref_getset[] = {
@@ -76,6 +133,13 @@ PyObject* make_storage_ref(const c10::Storage& s) {
   auto* o = PyObject_New(StorageRef, &StorageRefType);
   if (!o) throw python_error();
   new (&o->storage) c10::Storage(s);
+  o->memory = nullptr;
+  try {
+    o->memory = hold_memory(s.unsafeGetStorageImpl());
+  } catch (...) {
+    Py_DECREF(o);
+    throw;
+  }
   return reinterpret_cast<PyObject*>(o);
 }
 
