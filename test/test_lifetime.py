@@ -453,10 +453,15 @@ STACK_RACE_SCRIPT = textwrap.dedent("""
         k = 0
         while not stop.is_set():
             k += 1
-            items[:] = [np.full(n, float(k % 5 + 1)) for _ in range(2)]
+            # New arrays first: np.full drops the GIL, and the list should
+            # only change (freeing the old arrays) while to_tensor copies.
+            new = [np.full(n, float(k % 5 + 1)) for _ in range(2)]
+            items[:] = new
             if k % 3 == 0:
+                new = [np.full(n, 2.0), np.full(n, 3.0), np.full(n, 4.0)]
                 items.clear()
-                items.extend([np.full(n, 2.0), np.full(n, 3.0), np.full(n, 4.0)])
+                items.extend(new)
+            del new
 
     th = threading.Thread(target=mutate)
     th.start()
