@@ -376,8 +376,9 @@ DAEMON_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(script, timeout=120):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _run(script, timeout=120, env=None):
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -397,6 +398,126 @@ def test_interpreter_exit_with_live_shared_objects_in_globals_is_clean(run):
 @pytest.mark.parametrize("run", range(3))
 def test_interpreter_exit_with_daemon_threads_holding_shared_objects_is_clean(run):
     _assert_clean_exit(_run(DAEMON_SCRIPT))
+
+
+# Daemon threads inside torchbridge's GIL-released code when the interpreter
+# finalizes: CPython ends such threads with pthread_exit as they take the GIL
+# back, which used to unwind out of a noexcept destructor (SIGABRT,
+# "terminate called without an active exception"); they are parked now.
+# The threads never drop a tensor themselves: torch's own tensor dealloc
+# drops and re-takes the GIL and has that hazard (see DAEMON_SCRIPT).
+GIL_EXIT_SCRIPT = textwrap.dedent("""
+    import os, sys, tempfile, threading, time
+    import numpy as np, torch, torchbridge as tb
+
+    path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    np.save(path, np.arange(64.0))
+    big = np.random.rand(1 << 21)   # 16 MB: the cast runs without the GIL
+    kept = []
+
+    def convert():
+        while True:
+            try:  # the cast completes, then requires_grad refuses int32
+                tb.to_tensor(big, dtype=torch.int32, requires_grad=True)
+            except ValueError:
+                pass
+
+    def load():
+        while True:
+            kept.append(tb.load(path))  # reads the file without the GIL
+
+    for f in (convert, convert, load):
+        threading.Thread(target=f, daemon=True).start()
+    time.sleep(0.2)
+    print("exiting", flush=True)
+""")
+
+
+@pytest.mark.parametrize("run", range(4))
+def test_interpreter_exit_with_daemon_threads_in_gil_released_calls_is_clean(run):
+    _assert_clean_exit(_run(GIL_EXIT_SCRIPT))
+
+
+# Another thread empties and refills the list while to_tensor stacks it with
+# the GIL released. The stack reads a snapshot it owns: each row is one whole
+# array (old or new), never freed memory. MALLOC_MMAP_THRESHOLD_ makes freed
+# arrays unmapped at once, so reading one would crash instead of reading
+# stale bytes.
+STACK_RACE_SCRIPT = textwrap.dedent("""
+    import threading, numpy as np, torch, torchbridge as tb
+    n = 1 << 17                     # 1 MB per float64 item: copied without the GIL
+    items = [np.full(n, 1.0), np.full(n, 1.0)]
+    stop = threading.Event()
+
+    def mutate():
+        k = 0
+        while not stop.is_set():
+            k += 1
+            # New arrays first: np.full drops the GIL, and the list should
+            # only change (freeing the old arrays) while to_tensor copies.
+            new = [np.full(n, float(k % 5 + 1)) for _ in range(2)]
+            items[:] = new
+            if k % 3 == 0:
+                new = [np.full(n, 2.0), np.full(n, 3.0), np.full(n, 4.0)]
+                items.clear()
+                items.extend(new)
+            del new
+
+    th = threading.Thread(target=mutate)
+    th.start()
+    stacked = 0
+    try:
+        for _ in range(1500):
+            t = tb.to_tensor(items)
+            for row in t:
+                v = row[0].item()
+                assert v in (1.0, 2.0, 3.0, 4.0, 5.0) and bool((row == v).all()), v
+            stacked += len(t)
+    finally:
+        stop.set()
+        th.join()
+    print("exiting", stacked > 0, flush=True)
+""")
+
+
+def test_list_emptied_by_another_thread_while_stacking_is_safe():
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    r = _run(STACK_RACE_SCRIPT, env=env)
+    _assert_clean_exit(r)
+    assert "exiting True" in r.stdout
+
+
+# Tensor.share_memory_() moves a storage into shared memory and frees the old
+# memory; an array from to_numpy keeps that old memory alive (torch's own
+# .numpy() would dangle). Afterwards the two no longer share: writes to the
+# array stay in the array.
+SHARE_MEMORY_SCRIPT = textwrap.dedent("""
+    import gc, numpy as np, torch, torchbridge as tb
+    n = 1 << 22
+    for make in (lambda: torch.arange(n, dtype=torch.float32),
+                 lambda: tb.to_tensor(np.arange(n, dtype=np.float32))):
+        t = make()
+        a = tb.to_numpy(t)
+        ptr = a.ctypes.data
+        assert ptr == t.data_ptr()
+        t.share_memory_()
+        assert t.is_shared() and t.data_ptr() != ptr
+        junk = [torch.full((n,), 7.0) for _ in range(4)]  # reuse freed memory
+        gc.collect()
+        assert a[12345] == 12345.0 and a[-1] == n - 1, (a[12345], a[-1])
+        a[:] = -1.0
+        assert (a == -1.0).all() and a.base.data_ptr == ptr
+        assert t[5].item() == 5.0 and t[-1].item() == n - 1
+        t2 = t * 1                                     # the tensor still works
+        del t, t2, junk
+        gc.collect()
+        assert a.sum() == -n                           # and so does the array
+    print("exiting", flush=True)
+""")
+
+
+def test_share_memory_after_to_numpy_keeps_the_arrays_memory():
+    _assert_clean_exit(_run(SHARE_MEMORY_SCRIPT, env={"MALLOC_MMAP_THRESHOLD_": "65536"}))
 
 
 # ------------------------------------------------- refcounts after many calls

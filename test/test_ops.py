@@ -180,3 +180,44 @@ def test_torch_compile_backward_through_coerce():
     compiled(x).backward()
     assert x.grad.dtype == torch.float64
     assert torch.allclose(x.grad, 2 * x.detach().float().double())
+
+
+# ------------------------------------------------- genuine meta tensors in eager mode
+# register_fake also serves the Meta key: a real meta tensor used to get the
+# fake result (uninitialised CPU memory from to_host). It gets the rules of
+# the C++ Meta kernels now; fake tensors keep the shape-only path.
+
+def test_to_host_of_a_meta_tensor_raises_like_tb_to_host():
+    m = torch.empty(2, 3, device="meta", dtype=torch.float64)
+    with pytest.raises(ValueError, match="torchbridge::to_host: meta tensors"):
+        OPS.to_host(m)
+    with pytest.raises(ValueError, match="meta"):
+        OPS.to_host(m, torch.float32, False)
+    with pytest.raises(ValueError, match="meta"):
+        tb.to_host(m)
+
+
+def test_coerce_of_a_meta_tensor_to_a_real_device_raises():
+    m = torch.empty(4, device="meta", dtype=torch.float64)
+    with pytest.raises(ValueError, match="torchbridge::coerce: meta tensors.*cpu"):
+        OPS.coerce(m, None, torch.device("cpu"))
+
+
+def test_coerce_of_a_meta_tensor_on_meta_is_shape_only():
+    m = torch.empty(5, 3, device="meta", dtype=torch.float64).t()
+    for y in (OPS.coerce(m), OPS.coerce(m, None, torch.device("meta")),
+              OPS.coerce(m, torch.float16)):
+        assert y.is_meta and y.shape == (3, 5) and y.stride() == m.stride()
+    assert OPS.coerce(m).dtype == torch.float32
+    assert OPS.coerce(m, torch.float16).dtype == torch.float16
+
+
+def test_fake_tensors_of_meta_and_cpu_tensors_keep_the_shape_only_path():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        x = mode.from_tensor(torch.empty(3, dtype=torch.float64))
+        h = OPS.to_host(x)
+        c = OPS.coerce(torch.empty(2, dtype=torch.float64), None, torch.device("cpu"))
+    assert h.dtype == torch.float64 and h.shape == (3,) and h.device.type == "cpu"
+    assert c.dtype == torch.float32 and c.device.type == "cpu"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import gc
+import types
 import warnings
 
 import numpy as np
@@ -492,3 +494,58 @@ def test_exported_array_survives_gc_of_everything_else():
     a = tb.to_numpy(torch.arange(1000.0) * 2)
     gc.collect()
     assert a[999] == 1998.0
+
+
+# ------------------------------------------------- non-array inputs
+
+
+class _Plain:
+    pass
+
+
+@pytest.mark.parametrize("obj", [None, object(), _Plain()])
+def test_non_array_input_raises_type_error_naming_it(obj):
+    with pytest.raises(TypeError) as e:
+        tb.to_numpy(obj)
+    msg = str(e.value)
+    assert type(obj).__name__ in msg and "not a tensor or an array-like" in msg, msg
+
+
+@pytest.mark.parametrize("obj", [{"a": 1}, collections.OrderedDict(a=torch.ones(2)),
+                                 types.MappingProxyType({"a": 1})])
+def test_mapping_input_points_to_tree_to_numpy(obj):
+    with pytest.raises(TypeError) as e:
+        tb.to_numpy(obj)
+    assert "tree_to_numpy" in str(e.value) and type(obj).__name__ in str(e.value)
+
+
+def test_list_of_objects_is_refused_unless_dtype_object():
+    with pytest.raises(TypeError, match="NoneType"):
+        tb.to_numpy([1, None])
+    a = tb.to_numpy([1, None], dtype=object)
+    assert a.dtype == object and a.tolist() == [1, None]
+
+
+def test_list_of_numbers_and_strings_still_convert():
+    assert tb.to_numpy([1, 2.5]).tolist() == [1.0, 2.5]
+    assert tb.to_numpy(["a", "bc"]).dtype.kind == "U"
+
+
+# ------------------------------------------------- lists of tensors
+
+
+def test_list_of_tensors_is_stacked_by_torch():
+    w = torch.arange(3.0, requires_grad=True)
+    bf = torch.tensor([1.5, 2.0, -1.0], dtype=torch.bfloat16)
+    a = tb.to_numpy([w * 2, bf])
+    assert a.dtype == np.float32 and a.tolist() == [[0, 2, 4], [1.5, 2, -1]]
+    a = tb.to_numpy([torch.ones(2, dtype=torch.float64)] * 2)
+    assert a.dtype == np.float64  # to_numpy keeps dtypes: no float policy
+    assert tb.to_numpy([bf, bf], dtype="float16").dtype == np.float16
+
+
+def test_list_of_tensors_with_copy_false_or_ragged_raises():
+    with pytest.raises(ValueError, match="copy=None"):
+        tb.to_numpy([torch.ones(2)] * 2, copy=False)
+    with pytest.raises(ValueError, match=r"\[1\]"):
+        tb.to_numpy([torch.ones(2), torch.ones(3)])

@@ -519,6 +519,108 @@ def test_list_of_unsupported_dtype_arrays_is_a_type_error():
         tb.to_tensor([np.zeros(2, "M8[s]"), np.zeros(2, "M8[s]")])
 
 
+# ------------------------------------------------- lists of tensors
+# Stacked by torch (at::stack), never through NumPy: NumPy would call
+# .numpy() on each item, which fails for tensors that require grad and for
+# bfloat16.
+
+def test_list_of_tensors_keeps_the_autograd_graph():
+    w = torch.arange(3.0, requires_grad=True)
+    t = tb.to_tensor([w * 2, w * 3])
+    assert t.shape == (2, 3) and t.requires_grad and t.grad_fn is not None
+    assert t.tolist() == [[0, 2, 4], [0, 3, 6]]
+    (t * torch.tensor([[1.0], [10.0]])).sum().backward()
+    assert w.grad.tolist() == [32.0, 32.0, 32.0]  # 2 * 1 + 3 * 10
+
+
+def test_list_of_float64_tensors_follows_the_policy_and_keeps_the_graph():
+    w = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    t = tb.to_tensor([w, w * 4])
+    assert t.dtype == torch.float32 and t.tolist() == [[1, 1], [4, 4]]
+    t.sum().backward()
+    assert w.grad.dtype == torch.float64 and w.grad.tolist() == [5.0, 5.0]
+    assert tb.to_tensor([w, w], float_dtype=None).dtype == torch.float64
+
+
+def test_list_of_bfloat16_tensors_stays_bfloat16():
+    items = [torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+             torch.tensor([3.0, 0.25], dtype=torch.bfloat16)]
+    t = tb.to_tensor(items)
+    assert t.dtype == torch.bfloat16 and torch.equal(t, torch.stack(items))
+
+
+def test_tuple_and_nested_lists_of_tensors_are_stacked():
+    a, b = torch.arange(2), torch.arange(2, 4)
+    assert tb.to_tensor((a, b)).tolist() == [[0, 1], [2, 3]]
+    t = tb.to_tensor([[a, b], [b, a]])
+    assert t.shape == (2, 2, 2) and t.dtype == torch.int64
+    assert t.tolist() == [[[0, 1], [2, 3]], [[2, 3], [0, 1]]]
+
+
+def test_list_of_tensors_honours_dtype_and_is_fresh_memory():
+    a = torch.arange(3, dtype=torch.int32)
+    t = tb.to_tensor([a, a], dtype=torch.float16)
+    assert t.dtype == torch.float16 and t.tolist() == [[0, 1, 2], [0, 1, 2]]
+    t = tb.to_tensor([a, a], copy=True)
+    assert t.dtype == torch.int32 and t.untyped_storage().data_ptr() != a.data_ptr()
+    t[0, 0] = 9
+    assert a[0] == 0
+
+
+def test_list_of_tensors_with_copy_false_raises():
+    copy_false_error([torch.ones(2), torch.ones(2)], "stacking them is a copy")
+
+
+def test_list_of_tensors_requires_grad_gives_a_new_leaf():
+    w = torch.ones(2, requires_grad=True)
+    t = tb.to_tensor([w, w], requires_grad=True)
+    assert t.is_leaf and t.requires_grad and t.grad_fn is None
+    with pytest.raises(ValueError, match="requires_grad"):
+        tb.to_tensor([torch.ones(2, dtype=torch.int64)], requires_grad=True)
+
+
+def test_list_of_tensors_with_different_shapes_names_the_element():
+    with pytest.raises(ValueError) as e:
+        tb.to_tensor([torch.ones(3), torch.ones(3), torch.ones(2, 2)])
+    msg = str(e.value)
+    assert "[2]" in msg and "(2, 2)" in msg and "(3,)" in msg, msg
+
+
+def test_list_of_tensors_on_meta_stays_shape_only_and_refuses_a_real_device():
+    t = tb.to_tensor([torch.empty(2, device="meta", dtype=torch.float64)] * 3)
+    assert t.device.type == "meta" and t.shape == (3, 2) and t.dtype == torch.float32
+    with pytest.raises(ValueError, match="meta"):
+        tb.to_tensor([torch.empty(2, device="meta")] * 2, device="cpu")
+
+
+def test_mixed_list_of_tensors_arrays_and_numbers_is_stacked_once():
+    w = torch.ones(2, requires_grad=True)
+    t = tb.to_tensor([w, np.array([2.0, 3.0]), [4, 5]])
+    assert t.dtype == torch.float32  # float64 from the array, then the policy
+    assert t.tolist() == [[1, 1], [2, 3], [4, 5]]
+    t.sum().backward()
+    assert w.grad.tolist() == [1.0, 1.0]
+    t = tb.to_tensor([torch.tensor(1, dtype=torch.int32), 2, np.int16(3)])
+    assert t.dtype == torch.int64 and t.tolist() == [1, 2, 3]
+
+
+def test_mixed_list_with_a_mismatched_shape_names_the_element():
+    with pytest.raises(ValueError, match=r"\[1\].*\(3,\)"):
+        tb.to_tensor([torch.ones(2), np.ones(3)])
+
+
+def test_dict_input_points_to_tree_to_tensor():
+    with pytest.raises(TypeError) as e:
+        tb.to_tensor({"a": np.ones(2)})
+    msg = str(e.value)
+    assert "dict" in msg and "tree_to_tensor" in msg and "dtype object" not in msg
+
+
+def test_none_input_names_its_type():
+    with pytest.raises(TypeError, match="NoneType.*not an array-like"):
+        tb.to_tensor(None)
+
+
 # ------------------------------------------------- tensor inputs
 
 def test_tensor_with_nothing_to_change_is_returned_as_is():

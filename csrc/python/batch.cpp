@@ -2,6 +2,11 @@
 // the bus as one transfer (see detail::host_to_device_batch). Every leaf is
 // validated before anything moves, so an error leaves nothing half-done:
 // what was built is owned by RAII handles and freed on the way out.
+// Also the stacking of lists that hold tensors (to_tensor / to_numpy).
+//
+// Sequences are snapshotted into a tuple before any work: conversions drop
+// the GIL, and another thread may then empty or refill the caller's list,
+// freeing items a borrowed pointer would still read.
 
 #include "convert.h"
 #include "dtypes.h"
@@ -12,8 +17,10 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/object_ptr.h>
 
 #include <map>
+#include <string>
 #include <vector>
 
 namespace torchbridge::python {
@@ -31,11 +38,140 @@ void set_item(PyObject* list, Py_ssize_t i, PyObject* value) {
   PyList_SET_ITEM(list, i, value);  // steals; slots start as NULL
 }
 
+// A strong-reference snapshot of a list's items (see the top of the file).
+THPObjectPtr snapshot(PyObject* seq) {
+  THPObjectPtr items(PySequence_Tuple(seq));
+  if (!items) throw python_error();
+  return items;
+}
+
+// Exact types first: THPVariable_Check on a non-tensor falls back to a full
+// isinstance() against torch.Tensor's metaclass, and lists of numbers are
+// scanned element by element.
+bool is_tensor(PyObject* o) {
+  if (PyFloat_CheckExact(o) || PyLong_CheckExact(o) || PyBool_Check(o) ||
+      PyList_CheckExact(o) || PyTuple_CheckExact(o) || PyArray_Check(o) ||
+      PyArray_IsScalar(o, Generic) || PyUnicode_CheckExact(o) || o == Py_None)
+    return false;
+  return THPVariable_Check(o);
+}
+
+bool holds_tensor_at(PyObject* seq, int depth) {
+  if (depth > 32 || !(PyList_Check(seq) || PyTuple_Check(seq))) return false;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PySequence_Fast_GET_ITEM(seq, i);
+    if (is_tensor(item) || holds_tensor_at(item, depth + 1)) return true;
+  }
+  return false;
+}
+
+std::string shape_of(const at::Tensor& t) {
+  std::string out = "(";
+  for (int64_t i = 0; i < t.dim(); ++i)
+    out += (i ? ", " : "") + std::to_string(t.size(i));
+  if (t.dim() == 1) out += ",";
+  return out + ")";
+}
+
 }  // namespace
+
+bool holds_tensor(PyObject* obj) { return holds_tensor_at(obj, 0); }
+
+at::Tensor stack_tensors(PyObject* seq, const ToTensorOptions& o,
+                         const char* api) {
+  THPObjectPtr snap = snapshot(seq);
+  const Py_ssize_t n = PyTuple_GET_SIZE(snap.get());
+  TORCH_CHECK_VALUE(!(o.copy.has_value() && !*o.copy), api,
+      "(copy=False): a list of ", std::to_string(n), " tensors cannot share "
+      "memory with one tensor; stacking them is a copy. Pass copy=None.");
+  if (o.dtype) detail::check_target_dtype(*o.dtype, api);
+
+  // Every item as a tensor of its own dtype (arrays and numbers shared or
+  // converted by to_tensor's rules); the policy applies to the stack.
+  ToTensorOptions keep;
+  keep.float_dtype = std::nullopt;
+  std::vector<at::Tensor> items;
+  items.reserve(n);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PyTuple_GET_ITEM(snap.get(), i);
+    if (is_tensor(item)) {
+      items.push_back(THPVariable_Unpack(item));
+    } else if (holds_tensor(item)) {
+      items.push_back(stack_tensors(item, keep, api));
+    } else {
+      THPObjectPtr t(to_tensor(item, keep));
+      if (!t) throw python_error();
+      items.push_back(THPVariable_Unpack(t.get()));
+    }
+  }
+  for (Py_ssize_t i = 1; i < n; ++i) {
+    TORCH_CHECK_VALUE(items[i].sizes() == items[0].sizes(), api,
+        ": cannot stack the list: element [", std::to_string(i),
+        "] has shape ", shape_of(items[i]), ", but element [0] has shape ",
+        shape_of(items[0]), "; tensors stack only when their shapes are "
+        "equal (pad them, or convert them one by one).");
+  }
+  // One device to stack on: the items' own, or device= when they differ.
+  at::Device src = items[0].device();
+  bool mixed = false;
+  for (Py_ssize_t i = 1; i < n; ++i) {
+    if (items[i].device() == src) continue;
+    TORCH_CHECK_VALUE(o.device.has_value(), api,
+        ": cannot stack the list: element [", std::to_string(i), "] is on ",
+        items[i].device().str(), ", but element [0] is on ", src.str(),
+        "; move them to one device first, or pass device= to gather them "
+        "there.");
+    mixed = true;
+  }
+  const auto dst = o.device ? resolve_device(*o.device) : src;
+  at::ScalarType common = items[0].scalar_type();
+  bool graph = false, dense = true;
+  int64_t bytes = 0;
+  for (const auto& t : items) {
+    common = c10::promoteTypes(common, t.scalar_type());
+    graph |= t.requires_grad();
+    dense &= t.layout() == at::kStrided;
+    bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  graph &= at::GradMode::is_enabled();
+  const auto target = policy_dtype(common, o.dtype, o.float_dtype);
+
+  CoerceOptions co;
+  co.dtype = target;
+  co.device = dst;
+  co.non_blocking = o.non_blocking;
+  co.pin_memory = o.pin_memory;
+  at::Tensor out;
+  {
+    // `items` and `snap` hold everything the stacking reads.
+    GilRelease nogil(!src.is_cpu() || !dst.is_cpu() || bytes >= kReleaseGilBytes);
+    if (mixed) {
+      src = dst;
+      for (auto& t : items) t = t.to(dst);  // Tensor.to keeps the graph
+    }
+    // Without a graph to keep, the cast (narrowing before a transfer, the
+    // whole cast otherwise) happens inside the stacking copy: one pass.
+    const auto stack_dtype =
+        src == dst ? target : detail::bus_dtype(common, target);
+    if (graph || !dense || !c10::canCast(common, stack_dtype)) {
+      out = at::stack(items);  // autograd records it
+    } else {
+      std::vector<int64_t> shape{n};
+      shape.insert(shape.end(), items[0].sizes().begin(), items[0].sizes().end());
+      out = at::empty(shape, at::TensorOptions().dtype(stack_dtype).device(src));
+      at::stack_out(out, items);
+    }
+    out = detail::coerce(out, co, api);
+  }
+  return out;
+}
 
 PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
   TORCH_CHECK_TYPE(PyList_Check(leaves), "_to_tensor_batch expects a list");
-  const Py_ssize_t n = PyList_GET_SIZE(leaves);
+  THPObjectPtr snap = snapshot(leaves);
+  leaves = snap.get();
+  const Py_ssize_t n = PyTuple_GET_SIZE(leaves);
   TORCH_INTERNAL_ASSERT(o.device.has_value(), "_to_tensor_batch needs a device");
   const at::Device device = resolve_device(*o.device);
   THPObjectPtr result(PyList_New(n));
@@ -53,7 +189,7 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
   std::vector<Py_ssize_t> singles;
   const bool by_one = o.copy.has_value() && !*o.copy;
   for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* leaf = PyList_GET_ITEM(leaves, i);
+    PyObject* leaf = PyTuple_GET_ITEM(leaves, i);
     if (by_one) {
       singles.push_back(i);
     } else if (!PyArray_Check(leaf) && THPVariable_Check(leaf)) {
@@ -92,7 +228,7 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
   }
   // One by one first: their errors surface before the batch moves.
   for (Py_ssize_t i : singles)
-    set_item(result.get(), i, to_tensor(PyList_GET_ITEM(leaves, i), o));
+    set_item(result.get(), i, to_tensor(PyTuple_GET_ITEM(leaves, i), o));
 
   std::vector<at::Tensor> moved;
   if (!batch.empty()) {
@@ -118,7 +254,9 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
 PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* want,
                          std::optional<bool> copy) {
   TORCH_CHECK_TYPE(PyList_Check(leaves), "_to_numpy_batch expects a list");
-  const Py_ssize_t n = PyList_GET_SIZE(leaves);
+  THPObjectPtr snap = snapshot(leaves);
+  leaves = snap.get();
+  const Py_ssize_t n = PyTuple_GET_SIZE(leaves);
   THPObjectPtr result(PyList_New(n));
   if (!result) throw python_error();
 
@@ -142,7 +280,7 @@ PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* want,
   std::map<c10::DeviceIndex, std::vector<Item>> groups;  // CUDA leaves, by index
   std::vector<Py_ssize_t> singles;
   for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* leaf = PyList_GET_ITEM(leaves, i);
+    PyObject* leaf = PyTuple_GET_ITEM(leaves, i);
     if (!by_one && !PyArray_Check(leaf) && THPVariable_Check(leaf)) {
       const at::Tensor& t = THPVariable_Unpack(leaf);
       if (t.defined() && t.is_cuda()) {
@@ -154,7 +292,7 @@ PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* want,
     singles.push_back(i);
   }
   for (Py_ssize_t i : singles)
-    set_item(result.get(), i, to_numpy(PyList_GET_ITEM(leaves, i), want, copy));
+    set_item(result.get(), i, to_numpy(PyTuple_GET_ITEM(leaves, i), want, copy));
 
   for (auto& [index, items] : groups) {
     std::vector<at::Tensor> hosts;

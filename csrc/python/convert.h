@@ -2,6 +2,7 @@
 // The NumPy <-> tensor bridge of the Python extension.
 
 #include "numpy.h"
+#include "pyref.h"  // GilRelease
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -23,21 +24,6 @@ inline bool worth_releasing_gil(const at::Tensor& t) {
          (!t.device().is_cpu() ||
           t.numel() * static_cast<int64_t>(t.element_size()) >= kReleaseGilBytes);
 }
-
-// Releases the GIL for its lifetime (RAII, exception safe).
-class GilRelease {
- public:
-  explicit GilRelease(bool active = true)
-      : state_(active ? PyEval_SaveThread() : nullptr) {}
-  ~GilRelease() {
-    if (state_) PyEval_RestoreThread(state_);
-  }
-  GilRelease(const GilRelease&) = delete;
-  GilRelease& operator=(const GilRelease&) = delete;
-
- private:
-  PyThreadState* state_;
-};
 
 struct ToTensorOptions {
   std::optional<at::ScalarType> dtype;
@@ -87,6 +73,18 @@ HostSource host_source(PyArrayObject* arr, at::ScalarType target,
 PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o);
 PyObject* to_numpy_batch(PyObject* leaves, PyArray_Descr* dtype,
                          std::optional<bool> copy);
+
+// Whether `obj` is a list or tuple holding a tensor (at any depth of nested
+// lists/tuples): such sequences are stacked by torch, not by NumPy.
+bool holds_tensor(PyObject* obj);
+
+// Stacks such a sequence with at::stack (batch.cpp): the autograd graph and
+// dtypes NumPy lacks (bfloat16) are kept; arrays and numbers among the items
+// convert by to_tensor's rules first. dtype/float_dtype/device/pin_memory/
+// non_blocking follow coerce; copy=False raises (a stack is a copy). Equal
+// shapes are required (ValueError naming the element otherwise).
+at::Tensor stack_tensors(PyObject* seq, const ToTensorOptions& o,
+                         const char* api);
 
 // np.asarray(obj), with a TypeError naming the element of a ragged list.
 // `fresh` tells whether NumPy built new memory (nothing to share).

@@ -6,6 +6,7 @@
 #include <torch/csrc/Device.h>
 #include <torch/csrc/Dtype.h>
 #include <torch/csrc/Exceptions.h>
+#include <torch/csrc/utils/object_ptr.h>
 
 #include <array>
 #include <vector>
@@ -281,6 +282,27 @@ void raise_unsupported_dtype(PyArray_Descr* d, const char* api,
   const int num = d->type_num;
   const char kind = d->kind;
   std::string what;
+  if (num == NPY_OBJECT && arr && PyArray_NDIM(arr) == 0) {
+    // np.asarray wraps any object (None, a dict) in a 0-d object array:
+    // name the object, not the array NumPy made of it.
+    THPObjectPtr item(PyArray_GETITEM(arr, PyArray_BYTES(arr)));
+    PyErr_Clear();
+    PyObject* o = item.get();
+    if (o && !PyNumber_Check(o) && !PySequence_Check(o)) {
+      THPObjectPtr abc(PyImport_ImportModule("collections.abc"));
+      THPObjectPtr m(abc ? PyObject_GetAttrString(abc.get(), "Mapping") : nullptr);
+      const bool mapping = m && PyObject_IsInstance(o, m.get()) == 1;
+      PyErr_Clear();
+      TORCH_CHECK_TYPE(false, api, ": got ", Py_TYPE(o)->tp_name,
+          ", which is not an array-like, so it has no tensor form. ",
+          mapping ? "For a mapping of arrays, use torchbridge.tree_to_tensor, "
+                    "which converts every leaf and keeps the keys."
+                  : "Pass an ndarray, a tensor, a NumPy scalar, a list of "
+                    "numbers, or an object with __array__, "
+                    "__array_interface__ or the buffer protocol (containers: "
+                    "torchbridge.tree_to_tensor).");
+    }
+  }
   if (num == NPY_OBJECT) {
     what = "object arrays cannot become tensors: " +
            (arr ? describe_object_array(arr)

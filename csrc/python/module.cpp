@@ -13,6 +13,7 @@
 
 #include "../core/internal.h"
 #include "../core/parallel.h"
+#include "../ops/kernels.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/Device.h>
@@ -236,6 +237,40 @@ PyObject* py_resolve_device(PyObject*, PyObject* arg) {
   END_HANDLE_TH_ERRORS
 }
 
+// _meta_to_host(tensor, dtype, pin_memory) / _meta_coerce(tensor, dtype,
+// device, non_blocking): the operators' kernels for a genuine meta tensor.
+// In Python the fake kernels (torchbridge/_fake.py) also serve the Meta
+// dispatch key; they hand real meta inputs here, so eager calls get the
+// rules of the C++ library's Meta kernels (ops/meta.cpp): to_host raises
+// ValueError, coerce computes the meta result and refuses real devices.
+PyObject* py_meta_to_host(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                          PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<3> sig("_meta_to_host",
+                                {"tensor", "dtype", "pin_memory"}, 3, 1);
+  std::array<PyObject*, 3> a;
+  sig.parse(args, nargs, kwnames, a);
+  const at::Tensor& t = tensor_arg(a[0], "torchbridge::to_host");
+  return THPVariable_Wrap(ops::to_host_kernel(
+      t, parse_torch_dtype(a[1], "torchbridge::to_host", "dtype"),
+      parse_bool(a[2], false)));
+  END_HANDLE_TH_ERRORS
+}
+
+PyObject* py_meta_coerce(PyObject*, PyObject* const* args, Py_ssize_t nargs,
+                         PyObject* kwnames) {
+  HANDLE_TH_ERRORS
+  static const Signature<4> sig(
+      "_meta_coerce", {"tensor", "dtype", "device", "non_blocking"}, 4, 1);
+  std::array<PyObject*, 4> a;
+  sig.parse(args, nargs, kwnames, a);
+  const at::Tensor& t = tensor_arg(a[0], "torchbridge::coerce");
+  return THPVariable_Wrap(ops::coerce_kernel(
+      t, parse_torch_dtype(a[1], "torchbridge::coerce", "dtype"),
+      parse_device(a[2], "torchbridge::coerce"), parse_bool(a[3], false)));
+  END_HANDLE_TH_ERRORS
+}
+
 PyObject* py_drain(PyObject*, PyObject*) {
   drain_pending_releases();
   Py_RETURN_NONE;
@@ -345,6 +380,12 @@ PyMethodDef methods[] = {
      "The dtype to_host produces by default (private)."},
     {"_resolve_device", py_resolve_device, METH_O,
      "The device a kernel would use for `device` (private)."},
+    {"_meta_to_host", reinterpret_cast<PyCFunction>(py_meta_to_host),
+     METH_FASTCALL | METH_KEYWORDS,
+     "torchbridge::to_host on a genuine meta tensor (private)."},
+    {"_meta_coerce", reinterpret_cast<PyCFunction>(py_meta_coerce),
+     METH_FASTCALL | METH_KEYWORDS,
+     "torchbridge::coerce on a genuine meta tensor (private)."},
     {"_drain_releases", py_drain, METH_NOARGS,
      "Run the queued GIL-less releases now (private)."},
     {"_pending_releases", py_pending, METH_NOARGS,

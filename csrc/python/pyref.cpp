@@ -1,8 +1,14 @@
 #include "pyref.h"
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
+#include <thread>
 #include <vector>
+
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>  // abi::__forced_unwind
+#endif
 
 namespace torchbridge::python {
 namespace {
@@ -19,14 +25,6 @@ std::vector<PyObject*>& queue() {
 }
 std::atomic<size_t> queued{0};
 std::atomic<bool> scheduled{false};
-
-bool finalizing() {
-#if PY_VERSION_HEX >= 0x030D0000
-  return Py_IsFinalizing();
-#else
-  return _Py_IsFinalizing();
-#endif
-}
 
 int drain_callback(void*) {
   drain_pending_releases();
@@ -58,7 +56,7 @@ void release_pyobject(void* ctx) {
     Py_DECREF(obj);
     return;
   }
-  if (finalizing()) return;  // no safe way to take the GIL now
+  if (interpreter_finalizing()) return;  // no safe way to take the GIL now
   {
     std::lock_guard<std::mutex> lock(queue_mutex());
     queue().push_back(obj);
@@ -70,6 +68,28 @@ void release_pyobject(void* ctx) {
     if (Py_AddPendingCall(drain_callback, nullptr) != 0)
       scheduled.store(false, std::memory_order_release);
   }
+}
+
+void park_thread() {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
+}
+
+void GilRelease::restore(PyThreadState* state) noexcept {
+  // Finalizing: CPython would end this thread inside PyEval_RestoreThread.
+  if (interpreter_finalizing()) park_thread();
+#if defined(__GLIBCXX__)
+  // Finalization can also begin while this thread waits for the GIL; the
+  // pthread_exit then arrives as a forced unwind, caught here before it
+  // reaches the noexcept boundary. The handler never returns, so the
+  // unwind is not swallowed (which glibc would abort on), just never ends.
+  try {
+    PyEval_RestoreThread(state);
+  } catch (abi::__forced_unwind&) {
+    park_thread();
+  }
+#else
+  PyEval_RestoreThread(state);
+#endif
 }
 
 }  // namespace torchbridge::python

@@ -1,5 +1,6 @@
 #pragma once
-// Releasing Python references from C++ deleters that may run on any thread.
+// Releasing Python references from C++ deleters that may run on any thread,
+// and releasing the GIL around long C++ work.
 
 #include <Python.h>
 
@@ -22,5 +23,44 @@ void drain_pending_releases();
 
 // How many decrefs are queued (for tests).
 size_t pending_release_count();
+
+// Never returns: the calling thread sleeps until the process ends. For a
+// thread that must not run Python again because the interpreter is
+// finalizing (see GilRelease).
+[[noreturn]] void park_thread();
+
+// Whether the interpreter has begun finalizing (Py_IsFinalizing, public
+// from Python 3.13).
+inline bool interpreter_finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
+
+// Releases the GIL for its lifetime (RAII, exception safe).
+//
+// Taking the GIL back can end the thread: once the interpreter finalizes,
+// CPython (before 3.14) calls pthread_exit in PyEval_RestoreThread on every
+// thread but the finalizing one (daemon threads still in our code). That
+// unwinds the stack, and unwinding out of this noexcept destructor calls
+// std::terminate (SIGABRT at exit). So the thread is parked instead: the
+// process is exiting, and unwinding our frames without the GIL would run
+// Py_DECREFs in THPObjectPtr destructors.
+class GilRelease {
+ public:
+  explicit GilRelease(bool active = true)
+      : state_(active ? PyEval_SaveThread() : nullptr) {}
+  ~GilRelease() {
+    if (state_) restore(state_);
+  }
+  GilRelease(const GilRelease&) = delete;
+  GilRelease& operator=(const GilRelease&) = delete;
+
+ private:
+  static void restore(PyThreadState* state) noexcept;
+  PyThreadState* state_;
+};
 
 }  // namespace torchbridge::python

@@ -2,34 +2,91 @@
 
 #include "convert.h"
 #include "dtypes.h"
+#include "pyref.h"
 
 #include "../core/internal.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/SmallVector.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/object_ptr.h>
 
+#include <atomic>
 #include <new>
+#include <string>
 
 namespace torchbridge::python {
 namespace {
 
 constexpr const char* kApi = "to_numpy";
 
+// Shared ownership of a storage's memory. Tensor.share_memory_() (like
+// anything that calls StorageImpl::set_data_ptr) swaps new memory into the
+// storage and frees the old, which an exported array still points at
+// (torch's own Tensor.numpy() has that hole). The first export moves the
+// storage's DataPtr into this refcounted holder; the storage and every
+// StorageRef hold references, so the memory lives until all let go.
+struct SharedMemory {
+  std::atomic<int64_t> refs{1};
+  c10::DataPtr original;
+};
+
+void release_shared(void* ctx) {
+  auto* m = static_cast<SharedMemory*>(ctx);
+  if (m->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete m;
+}
+
+// Only memory whose deleter nobody else inspects is moved into a holder:
+// torch's CPU allocator and NumPy-backed storages (ours). Pinned memory
+// (the CUDA host allocator finds its blocks by context), shared memory
+// (torch recognises it by its deleter) and foreign deleters stay as they
+// are, with torch's hole (README: "Lifetimes").
+bool adoptable(const c10::DataPtr& p) {
+  static const c10::DeleterFnPtr default_cpu =
+      c10::GetDefaultCPUAllocator()->raw_deleter();
+  const auto d = p.get_deleter();
+  return d && p.get() &&
+         (d == default_cpu || d == c10::GetCPUAllocator()->raw_deleter() ||
+          d == &release_pyobject);
+}
+
+// A new reference to the holder of `s`'s memory, creating it on the first
+// export; nullptr when the memory is not adoptable.
+SharedMemory* hold_memory(c10::StorageImpl* s) {
+  const c10::DataPtr& p = static_cast<const c10::StorageImpl*>(s)->data_ptr();
+  if (p.get_deleter() == &release_shared) {
+    auto* m = static_cast<SharedMemory*>(p.get_context());
+    m->refs.fetch_add(1, std::memory_order_relaxed);
+    return m;
+  }
+  if (!adoptable(p)) return nullptr;
+  auto* m = new SharedMemory();  // the storage's reference
+  void* data = p.get();
+  const auto device = p.device();
+  m->original = s->set_data_ptr(c10::DataPtr(data, m, &release_shared, device));
+  m->refs.fetch_add(1, std::memory_order_relaxed);  // the StorageRef's
+  return m;
+}
+
 // The base object of every exported array: it owns a reference to the
 // tensor's *storage*, not to the tensor, so Tensor.set_() or the tensor's
-// death cannot free memory the array still points at.
+// death cannot free memory the array still points at, and a reference to
+// the memory itself (SharedMemory), so Tensor.share_memory_() cannot.
 struct StorageRef {
   PyObject_HEAD
   c10::Storage storage;
+  SharedMemory* memory;  // may be null (memory not adoptable)
 };
 
 void storage_ref_dealloc(PyObject* self) {
   // May free a NumPy-backed storage (round trips); its deleter sees the GIL
   // held and releases at once.
-  reinterpret_cast<StorageRef*>(self)->storage.~Storage();
+  auto* ref = reinterpret_cast<StorageRef*>(self);
+  ref->storage.~Storage();
+  if (ref->memory) release_shared(ref->memory);
   Py_TYPE(self)->tp_free(self);
 }
 
@@ -44,8 +101,10 @@ PyObject* storage_ref_nbytes(PyObject* self, void*) {
 }
 
 PyObject* storage_ref_data_ptr(PyObject* self, void*) {
-  return PyLong_FromVoidPtr(
-      reinterpret_cast<StorageRef*>(self)->storage.mutable_data());
+  // The memory the arrays view, even after share_memory_() moved the storage.
+  auto* ref = reinterpret_cast<StorageRef*>(self);
+  return PyLong_FromVoidPtr(ref->memory ? ref->memory->original.get()
+                                        : ref->storage.mutable_data());
 }
 
 PyGetSetDef storage_ref_getset[] = {
@@ -74,6 +133,13 @@ PyObject* make_storage_ref(const c10::Storage& s) {
   auto* o = PyObject_New(StorageRef, &StorageRefType);
   if (!o) throw python_error();
   new (&o->storage) c10::Storage(s);
+  o->memory = nullptr;
+  try {
+    o->memory = hold_memory(s.unsafeGetStorageImpl());
+  } catch (...) {
+    Py_DECREF(o);
+    throw;
+  }
   return reinterpret_cast<PyObject*>(o);
 }
 
@@ -115,6 +181,54 @@ PyObject* finish_array(THPObjectPtr arr, PyArray_Descr* want,
     throw python_error();
   }
   return out;
+}
+
+// np.asarray wraps anything in a 0-d object array (None, a dict, any
+// object) and lists of arbitrary objects in object arrays; to_numpy raises
+// instead (API.md). Objects whose __array__ gives an object array are
+// array-likes and pass; a list passes with an explicit dtype=object.
+void check_not_object(PyObject* obj, PyArrayObject* arr, PyArray_Descr* want) {
+  if (PyArray_TYPE(arr) != NPY_OBJECT) return;
+  const bool seq = PyList_Check(obj) || PyTuple_Check(obj);
+  if (!seq && PyArray_NDIM(arr) == 0) {
+    const bool mapping = PyDict_Check(obj) || [&] {
+      THPObjectPtr abc(PyImport_ImportModule("collections.abc"));
+      THPObjectPtr m(abc ? PyObject_GetAttrString(abc.get(), "Mapping") : nullptr);
+      const int r = m ? PyObject_IsInstance(obj, m.get()) : -1;
+      PyErr_Clear();
+      return r == 1;
+    }();
+    TORCH_CHECK_TYPE(false, kApi, ": got ", Py_TYPE(obj)->tp_name,
+        ", which is not a tensor or an array-like, so it has no array form. ",
+        mapping ? "For a mapping of tensors, use torchbridge.tree_to_numpy, "
+                  "which converts every leaf and keeps the keys."
+                : "Pass a tensor, an ndarray, a NumPy scalar, a list of "
+                  "numbers, or an object with __array__, __array_interface__ "
+                  "or the buffer protocol (containers: "
+                  "torchbridge.tree_to_numpy).");
+  }
+  if (!seq || (want && want->type_num == NPY_OBJECT)) return;
+  // Name the first element that is no number, for the message.
+  std::string odd;
+  THPObjectPtr flat(PyArray_Ravel(arr, NPY_CORDER));
+  if (flat) {
+    auto* f = reinterpret_cast<PyArrayObject*>(flat.get());
+    auto** items = static_cast<PyObject**>(PyArray_DATA(f));
+    for (npy_intp i = 0; i < PyArray_SIZE(f); ++i) {
+      PyObject* e = items[i];
+      if (e && !PyNumber_Check(e)) {
+        odd = Py_TYPE(e)->tp_name;
+        break;
+      }
+    }
+  }
+  PyErr_Clear();
+  const std::string what = odd.empty()
+      ? "numbers no NumPy numeric dtype holds (e.g. integers beyond 64 bits)"
+      : "Python objects that are not numbers (e.g. " + odd + ")";
+  TORCH_CHECK_TYPE(false, kApi, ": the ", Py_TYPE(obj)->tp_name, " holds ",
+      what, ", so NumPy could only build an object array; convert them "
+      "first, or pass dtype=object to get an object array on purpose.");
 }
 
 PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
@@ -206,8 +320,23 @@ PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
   if (PyArray_IsScalar(obj, Generic)) {
     a = THPObjectPtr(PyArray_FromScalar(obj, nullptr));
     if (!a) throw python_error();
+  } else if (holds_tensor(obj)) {
+    // Stacked by torch: NumPy would call .numpy() on each tensor, which
+    // fails for grad, bfloat16 and device tensors.
+    TORCH_CHECK_VALUE(!(copy.has_value() && !*copy), kApi,
+        "(copy=False): the list's tensors cannot share memory with one "
+        "array; stacking them is a copy. Pass copy=None.");
+    ToTensorOptions keep;  // dtypes kept: to_numpy has no float policy
+    keep.float_dtype = std::nullopt;
+    at::Tensor stacked;
+    {
+      at::NoGradGuard no_grad;  // the result is detached anyway
+      stacked = stack_tensors(obj, keep, kApi);
+    }
+    return tensor_to_numpy(stacked, dtype, std::nullopt);
   } else {
     a = as_array(obj, kApi, fresh);
+    check_not_object(obj, reinterpret_cast<PyArrayObject*>(a.get()), dtype);
   }
   return finish_array(std::move(a), dtype, copy, fresh);
 }

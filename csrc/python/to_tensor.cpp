@@ -325,7 +325,14 @@ at::Tensor convert(PyObject* obj, const ToTensorOptions& o) {
     if (!a) throw python_error();
     return array_to_tensor(reinterpret_cast<PyArrayObject*>(a.get()), o, true);
   }
-  if (is_array_sequence(obj)) return stack_arrays(obj, o);
+  if (is_array_sequence(obj)) {
+    // The copies drop the GIL: another thread may then empty or refill the
+    // list. A tuple snapshot holds every array for the whole stacking.
+    THPObjectPtr items(PySequence_Tuple(obj));
+    if (!items) throw python_error();
+    return stack_arrays(items.get(), o);
+  }
+  if (holds_tensor(obj)) return stack_tensors(obj, o, kApi);
   bool fresh = false;
   THPObjectPtr a = as_array(obj, kApi, fresh);
   return array_to_tensor(reinterpret_cast<PyArrayObject*>(a.get()), o, fresh);
