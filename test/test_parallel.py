@@ -216,3 +216,19 @@ def test_an_error_in_one_piece_is_raised_once_and_the_pool_still_works(tmp_path)
         tb.load(path)
     a = np.arange(1 << 21, dtype=np.float64)
     assert np.array_equal(tb.to_tensor(a).numpy(), a.astype(np.float32))
+
+
+@pytest.mark.parametrize("count, shape", [(64, (3, 32, 32)), (1000, (7,)), (3, (300_000,)),
+                                          (5, (0, 4))])
+def test_stacked_lists_in_one_pass_match_numpy(count, shape):
+    rng = np.random.default_rng(count)
+    arrays = [rng.standard_normal(shape) for _ in range(count)]
+    t = tb.to_tensor(arrays)
+    assert t.dtype == torch.float32 and t.shape == (count, *shape)
+    assert np.array_equal(t.numpy(), np.stack(arrays).astype(np.float32))
+    same = [a.astype(np.float32) for a in arrays]
+    assert np.array_equal(tb.to_tensor(same).numpy(), np.stack(same))
+    # Mixed layouts and byte orders take the per-item path; same values.
+    mixed = [np.asfortranarray(a) if i % 3 == 1 else a.astype(">f8") if i % 3 == 2 else a
+             for i, a in enumerate(arrays)]
+    assert np.array_equal(tb.to_tensor(mixed).numpy(), np.stack(arrays).astype(np.float32))

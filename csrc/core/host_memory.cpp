@@ -20,7 +20,6 @@
 #include "parallel.h"
 
 #include <ATen/ATen.h>
-#include <ATen/ThreadLocalState.h>
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
@@ -77,36 +76,23 @@ bool rounds_twice_in_aten(at::ScalarType from, at::ScalarType to) {
   return from == at::kComplexDouble && to == at::kComplexHalf;
 }
 
-// Output bytes per piece of parallel_for: ~20 us of work at memory speed,
-// small enough that the caller alone finishes what a late helper leaves.
+// Output bytes per piece of parallel work (~20 us at memory speed).
 constexpr int64_t kPieceBytes = int64_t{128} << 10;
 // Up to this output size one thread wins: measured float64 -> float32 on
 // 2 cores, in one thread / on a second thread too: 32K elements (128 KB
 // out) 5.0 / 5.6 us, 48K 6.4 / 5.7 us, 64K 9.1 / 7.2 us.
 constexpr int64_t kInlineBytes = int64_t{128} << 10;
 
-// ATen's copy_ over pieces of the largest dimension, each piece
-// single-threaded, on parallel.h's pool.
-void copy_pieces(const at::Tensor& dst, const at::Tensor& src) {
+// ATen's copy_: threaded on torch's pool when cores are free (see
+// parallel_compute), single-threaded in this thread when they are not.
+void aten_copy(const at::Tensor& dst, const at::Tensor& src) {
   const int64_t bytes = static_cast<int64_t>(std::max(dst.nbytes(), src.nbytes()));
-  if (dst.dim() == 0 || bytes <= kInlineBytes || dst.sizes() != src.sizes()) {
-    SerialAten serial;
+  if (bytes > kInlineBytes && usable_threads() > 1 && torch_pool_usable()) {
     dst.copy_(src);
     return;
   }
-  int64_t dim = 0;
-  for (int64_t i = 1; i < dst.dim(); ++i) {
-    if (dst.size(i) > dst.size(dim)) dim = i;
-  }
-  const int64_t n = dst.size(dim);
-  const int64_t grain = std::max<int64_t>(1, n * kPieceBytes / bytes);
-  // Helpers run with the caller's thread-local state (inference mode,
-  // dispatch keys): a piece of an inference tensor must be one there too.
-  const at::ThreadLocalState state;
-  parallel_for(n, grain, [&](int64_t b, int64_t e) {
-    at::ThreadLocalStateGuard guard(state);
-    dst.narrow(dim, b, e - b).copy_(src.narrow(dim, b, e - b));
-  });
+  SerialAten serial;
+  dst.copy_(src);
 }
 
 }  // namespace
@@ -149,7 +135,7 @@ bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
       std::memcpy(d, s, static_cast<size_t>(out_bytes));
       return true;
     }
-    parallel_for(out_bytes, fresh ? int64_t{1} << 20 : kPieceBytes,
+    parallel_compute(out_bytes, fresh ? int64_t{1} << 20 : kPieceBytes,
                  [&](int64_t b, int64_t e) {
       if (fresh) prefault(d + b, static_cast<size_t>(e - b));
       std::memcpy(d + b, s + b, static_cast<size_t>(e - b));
@@ -169,7 +155,7 @@ bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
     return true;
   }
   const int64_t grain = (fresh ? int64_t{1} << 20 : kPieceBytes) / int64_t{sizeof(float)};
-  parallel_for(n, grain, [&](int64_t b, int64_t e) {
+  parallel_compute(n, grain, [&](int64_t b, int64_t e) {
     if (fresh) prefault(d + b, static_cast<size_t>(e - b) * sizeof(float));
     narrow_f64(d + b, s + b, e - b);
   });
@@ -191,7 +177,7 @@ bool stack_dense(void* dst, at::ScalarType dst_type,
   // Blocks of 128 KB and more are pieces of their own (cast_dense splits
   // the larger ones itself, inline when nested); smaller ones are grouped.
   const int64_t grain = std::max<int64_t>(1, kPieceBytes / block);
-  parallel_for(count, grain, [&](int64_t b, int64_t e) {
+  parallel_compute(count, grain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       cast_dense(d + i * block, dst_type, srcs[static_cast<size_t>(i)], src_type, numel);
     }
@@ -218,9 +204,9 @@ void copy_into(const at::Tensor& dst, const at::Tensor& src) {
     // Dense with non-negative strides: the data pointer is the lowest address.
     auto* m = static_cast<float*>(mid.data_ptr());
     auto* x = static_cast<const double*>(s.const_data_ptr());
-    parallel_for(s.numel() * (complex ? 2 : 1), kPieceBytes / int64_t{sizeof(float)},
+    parallel_compute(s.numel() * (complex ? 2 : 1), kPieceBytes / int64_t{sizeof(float)},
                  [&](int64_t b, int64_t e) { narrow_f64_odd(m + b, x + b, e - b); });
-    copy_pieces(dst, mid);  // to nearest, from odd: one rounding in effect
+    aten_copy(dst, mid);  // to nearest, from odd: one rounding in effect
     return;
   }
   if (dst.sizes() == src.sizes() && dst.strides() == src.strides() &&
@@ -231,7 +217,7 @@ void copy_into(const at::Tensor& dst, const at::Tensor& src) {
                   src.scalar_type(), src.numel()))) {
     return;
   }
-  copy_pieces(dst, src);
+  aten_copy(dst, src);
 }
 
 }  // namespace torchbridge::detail

@@ -7,11 +7,14 @@
 
 #include "parallel.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/TensorIterator.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -124,15 +127,31 @@ int runnable_now() {
 #endif
 }
 
+// How long a reading of usable_threads() stands. Each reading costs two
+// system calls, and on a busy machine a system call is where a thread whose
+// timeslice is spent gets descheduled: reading every millisecond put those
+// waits inside our calls instead of between them.
+constexpr int64_t kRereadNs = 5000000;
+// Pieces from which parallel_compute goes wide even on a busy machine (with
+// 128 KB pieces: 2 MB of output, ~1 ms of work on one core).
+constexpr int64_t kWideOnBusyPieces = 16;
 std::atomic<int64_t> g_usable_at{0};
 std::atomic<int> g_usable{1};
+std::atomic<int64_t> g_window_at{0};  // start of the CPU-rate window (ns)
+std::atomic<int64_t> g_cpu_at{0};     // process CPU time then
+std::atomic<int> g_rate{256};         // last window's CPU / wall, x 256
+std::atomic<int> g_others_ema{0};  // other processes' runnable threads x 256
 
 // ---- the pool ------------------------------------------------------------
 
 struct Job {
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0, grain = 1, pieces = 0;
-  std::atomic<int64_t> next{0};      // the next piece to claim
+  // Pieces not yet claimed: [front, back), packed as front << 32 | back.
+  // The caller claims from the front and helpers from the back, so on two
+  // cores each thread gets one contiguous half, as a static split would,
+  // and a loop over the same data finds its half still in that core's L2.
+  std::atomic<uint64_t> range{0};
   std::atomic<int64_t> finished{0};  // pieces claimed and done
   std::atomic<int> seats{0};         // helpers that may still join
   std::atomic<bool> failed{false};
@@ -141,12 +160,25 @@ struct Job {
   std::exception_ptr error;
 };
 
+// The next unclaimed piece from the front or the back, or -1.
+int64_t claim(Job& j, bool front) {
+  uint64_t r = j.range.load(std::memory_order_relaxed);
+  for (;;) {
+    const uint64_t f = r >> 32, b = r & 0xffffffffu;
+    if (f >= b) return -1;
+    const uint64_t next = front ? ((f + 1) << 32) | b : (f << 32) | (b - 1);
+    if (j.range.compare_exchange_weak(r, next, std::memory_order_relaxed)) {
+      return static_cast<int64_t>(front ? f : b - 1);
+    }
+  }
+}
+
 // Claims and runs pieces until none is left.
-void work(Job& j) {
+void work(Job& j, bool front) {
   SerialAten serial;
   for (;;) {
-    const int64_t k = j.next.fetch_add(1, std::memory_order_relaxed);
-    if (k >= j.pieces) return;
+    const int64_t k = claim(j, front);
+    if (k < 0) return;
     if (!j.failed.load(std::memory_order_relaxed)) {
       try {
         const int64_t b = k * j.grain;
@@ -168,27 +200,56 @@ struct Pool {
   std::mutex m;
   std::condition_variable wake;
   std::shared_ptr<Job> job;  // the job on offer, or null
-  uint64_t generation = 0;   // bumped for each job offered
+  std::atomic<uint64_t> generation{0};  // bumped (under m) for each job offered
+  std::atomic<int> awake{0};  // helpers spinning or working (not asleep)
   std::atomic<bool> busy{false};  // a caller owns the pool
   std::atomic<int> helpers{0};    // threads started
   int64_t retry_spawn_at = 0;     // after a failed creation (ns)
 };
 
 std::atomic<Pool*> g_pool{nullptr};
+// Set in a forked child: libgomp's team of the parent does not exist there
+// and its next parallel region hangs (plain torch too: .float() of a large
+// tensor in a child forked after the parent used OpenMP never returns).
+std::atomic<bool> g_forked{false};
 std::atomic<bool> g_fail_spawn{false};
+
+// After a job a helper polls for the next one this long before it sleeps:
+// waking a sleeping thread costs 10-50 us on a VM, more than a whole job of
+// a few hundred KB, and conversions often come back to back (a batch's
+// arrays, a tight loop). OpenMP's workers do the same (GOMP_SPINCOUNT).
+// Only helpers that just worked spin, and none are offered work on a busy
+// machine, so a busy machine sees no spinning.
+constexpr int64_t kSpinNs = 100000;
 
 void* helper_main(void* arg) {
   auto* p = static_cast<Pool*>(arg);
   uint64_t seen = 0;
   for (;;) {
+    // awake is 1 for this thread here: it just started or just worked.
+    const int64_t until = now_ns() + kSpinNs;
+    bool offered = false;
+    while (!offered) {
+      for (int i = 0; i < 16 && !offered; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        offered = p->generation.load(std::memory_order_acquire) != seen;
+      }
+      if (now_ns() > until) break;
+    }
     std::shared_ptr<Job> j;
     {
       std::unique_lock<std::mutex> l(p->m);
-      p->wake.wait(l, [&] { return p->generation != seen; });
-      seen = p->generation;
+      if (!offered) {
+        p->awake.fetch_sub(1, std::memory_order_relaxed);
+        p->wake.wait(l, [&] { return p->generation.load(std::memory_order_relaxed) != seen; });
+        p->awake.fetch_add(1, std::memory_order_relaxed);
+      }
+      seen = p->generation.load(std::memory_order_relaxed);
       j = p->job;
     }
-    if (j && j->seats.fetch_sub(1, std::memory_order_acq_rel) > 0) work(*j);
+    if (j && j->seats.fetch_sub(1, std::memory_order_acq_rel) > 0) work(*j, false);
   }
   return nullptr;
 }
@@ -197,14 +258,20 @@ void after_fork_in_child() {
   // The parent's helpers do not exist here, and its pool's mutex may have
   // been held by one of them: start over (the old pool is leaked on purpose).
   g_pool.store(nullptr, std::memory_order_relaxed);
+  g_forked.store(true, std::memory_order_relaxed);
   g_usable_at.store(0, std::memory_order_relaxed);
+  g_window_at.store(0, std::memory_order_relaxed);
+  g_rate.store(256, std::memory_order_relaxed);
+  g_others_ema.store(0, std::memory_order_relaxed);
 }
+
+// Registered when the library loads: the child must learn of the fork even
+// if the parent never started our pool (its casts ran on torch's).
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 
 Pool* pool() {
   Pool* p = g_pool.load(std::memory_order_acquire);
   if (p) return p;
-  static std::once_flag atfork;
-  std::call_once(atfork, [] { pthread_atfork(nullptr, nullptr, after_fork_in_child); });
   auto* fresh = new Pool();
   if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
   delete fresh;  // another thread won the race
@@ -239,6 +306,7 @@ int ensure_helpers(Pool* p, int want) {
 #if defined(__linux__)
     pthread_setname_np(th, "torchbridge");
 #endif
+    p->awake.fetch_add(1, std::memory_order_relaxed);
     p->helpers.store(++have, std::memory_order_release);
   }
   pthread_attr_destroy(&attr);
@@ -246,6 +314,11 @@ int ensure_helpers(Pool* p, int want) {
   return have;
 }
 
+}  // namespace
+
+namespace {
+void run_on_pool(int64_t n, int64_t grain, int threads,
+                 const std::function<void(int64_t, int64_t)>& fn);
 }  // namespace
 
 SerialAten::SerialAten() : previous_(0) {
@@ -264,18 +337,100 @@ SerialAten::~SerialAten() {
 
 int usable_threads() {
   const int64_t t = now_ns();
-  if (t - g_usable_at.load(std::memory_order_relaxed) < 1000000) {
-    return g_usable.load(std::memory_order_relaxed);
-  }
+  const int64_t last = g_usable_at.load(std::memory_order_relaxed);
+  if (t - last < kRereadNs) return g_usable.load(std::memory_order_relaxed);
   const int c = cores();
   const int cap = std::max(1, std::min(c, at::get_num_threads()));
   const int running = runnable_now();
-  // Cores not taken by another runnable thread (this one is running).
-  const int free_cores = running < 0 ? c : c - (running - 1);
-  const int usable = std::clamp(free_cores, 1, cap);
+  // Runnable threads of this process are not competition: this one, our
+  // helpers, and torch's OpenMP workers, which spin for ~4 ms after each
+  // parallel region (libgomp's default) and would otherwise read as a busy
+  // machine right after any torch op. Their number is the process's CPU
+  // time over wall time, measured over windows of at least 20 ms (the
+  // kernel adds a running thread's time to the process clock only at
+  // scheduler ticks, so shorter windows read 1 or 5), and at least this
+  // thread and the helpers awake now.
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  const int64_t cpu = int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+  const int64_t w0 = g_window_at.load(std::memory_order_relaxed);
+  if (w0 == 0 || t - w0 > 2000000000) {  // first reading, or stale: restart
+    g_window_at.store(t, std::memory_order_relaxed);
+    g_cpu_at.store(cpu, std::memory_order_relaxed);
+  } else if (t - w0 >= 20000000) {
+    const int64_t used = cpu - g_cpu_at.load(std::memory_order_relaxed);
+    g_rate.store(static_cast<int>(used * 256 / (t - w0)), std::memory_order_relaxed);
+    g_window_at.store(t, std::memory_order_relaxed);
+    g_cpu_at.store(cpu, std::memory_order_relaxed);
+  }
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  const int ours = std::max(1 + (p ? std::max(0, p->awake.load(std::memory_order_relaxed)) : 0),
+                            (g_rate.load(std::memory_order_relaxed) + 128) / 256);
+  // Runnable threads of other processes, smoothed over the last readings
+  // (each at least 1 ms apart): one sample of /proc/loadavg often catches a
+  // kernel thread or a short-lived process, and going single-threaded for
+  // that blip costs a quiet machine half its speed; a machine whose cores
+  // are all taken shows up in the first reading or two.
+  const int others = running < 0 ? 0 : std::max(0, running - ours);
+  const int ema = (g_others_ema.load(std::memory_order_relaxed) + others * 256) / 2;
+  g_others_ema.store(ema, std::memory_order_relaxed);
+  const int busy = (ema + 64) / 256;  // floor(ema + 0.25)
+  const int usable = std::clamp(c - busy, 1, cap);
   g_usable.store(usable, std::memory_order_relaxed);
   g_usable_at.store(t, std::memory_order_relaxed);
   return usable;
+}
+
+void parallel_compute(int64_t n, int64_t grain,
+                      const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int usable = n <= grain ? 1 : usable_threads();
+  if (usable <= 1) {
+    // A busy machine. Long jobs still go wide, on our pool (helpers that
+    // start late find nothing to wait for): with the cores shared evenly
+    // among runnable threads, more threads get the job more of the
+    // machine (4M elements on 2 busy cores: 9.0 ms on one thread, 6.7 ms
+    // for torch's two). Short ones stay here: a helper that did start
+    // could be descheduled mid-piece, a timeslice longer than the job.
+    if (n / grain >= kWideOnBusyPieces) {
+      run_on_pool(n, grain, std::max(1, std::min(cores(), at::get_num_threads())), fn);
+      return;
+    }
+    SerialAten serial;
+    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+    return;
+  }
+  if (!torch_pool_usable()) {  // a forked child: our pool is fork-safe
+    run_on_pool(n, grain, usable, fn);
+    return;
+  }
+  // An index carrier: a 1-d byte tensor of n elements at a fake address.
+  // for_each hands each worker a range of it as a pointer and a count and
+  // never dereferences it (the loop below only subtracts the base).
+  static char base_byte;
+  char* base = &base_byte;
+  auto carrier = at::from_blob(base, {n}, at::TensorOptions().dtype(at::kByte));
+  auto iter = at::TensorIteratorConfig()
+                  .add_output(carrier)
+                  .check_all_same_dtype(false)
+                  .resize_outputs(false)
+                  .build();
+  iter.for_each(
+      [&](char** data, const int64_t* strides, int64_t size0, int64_t size1) {
+        // One contiguous 1-d operand: size1 is 1 and the stride one byte.
+        for (int64_t j = 0; j < size1; ++j) {
+          const int64_t b = (data[0] + j * strides[1]) - base;
+          for (int64_t k = 0; k < size0; k += grain) {
+            fn(b + k, b + std::min(size0, k + grain));
+          }
+        }
+      },
+      grain);
+}
+
+bool torch_pool_usable() {
+  return !g_forked.load(std::memory_order_relaxed);
 }
 
 int helper_threads() {
@@ -293,6 +448,21 @@ void parallel_for(int64_t n, int64_t grain,
   grain = std::max<int64_t>(grain, 1);
   const int64_t pieces = (n + grain - 1) / grain;
   int threads = pieces > 1 ? usable_threads() : 1;
+  // Long jobs go wide even on a busy machine (see parallel_compute).
+  if (threads == 1 && pieces >= kWideOnBusyPieces) {
+    threads = std::max(1, std::min(cores(), at::get_num_threads()));
+  }
+  run_on_pool(n, grain, threads, fn);
+}
+
+namespace {
+void run_on_pool(int64_t n, int64_t grain, int threads,
+                 const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  // At most 2^31 pieces (the claim counters are 32-bit).
+  grain = std::max<int64_t>({grain, 1, n >> 31});
+  const int64_t pieces = (n + grain - 1) / grain;
+  if (pieces <= 1) threads = 1;
   Pool* p = threads > 1 ? pool() : nullptr;
   // One job at a time: a second caller (another Python thread, or a piece
   // calling back in) runs its work inline rather than queue behind it.
@@ -311,15 +481,16 @@ void parallel_for(int64_t n, int64_t grain,
   job->n = n;
   job->grain = grain;
   job->pieces = pieces;
+  job->range.store(static_cast<uint64_t>(pieces), std::memory_order_relaxed);
   job->seats.store(static_cast<int>(std::min<int64_t>(threads - 1, pieces - 1)),
                    std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> g(p->m);
     p->job = job;
-    ++p->generation;
+    p->generation.fetch_add(1, std::memory_order_release);
   }
   for (int i = 1; i < threads; ++i) p->wake.notify_one();
-  work(*job);
+  work(*job, true);
   // Every piece is claimed now; wait only for those a helper is running.
   // They are short (one piece each), so spin briefly before sleeping.
   for (int spin = 0; spin < 1000 &&
@@ -341,5 +512,6 @@ void parallel_for(int64_t n, int64_t grain,
   p->busy.store(false, std::memory_order_release);
   if (job->error) std::rethrow_exception(job->error);
 }
+}  // namespace
 
 }  // namespace torchbridge::detail

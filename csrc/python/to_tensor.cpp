@@ -278,6 +278,26 @@ bool is_array_sequence(PyObject* obj) {
   return true;
 }
 
+// The common case of a batch: arrays of the common dtype, C-contiguous,
+// native and aligned, in a plain copy or a policy cast. One pass over raw
+// pointers on core's pool (no tensor per item), without the GIL: the
+// caller's tuple snapshot holds every array. False when it does not apply.
+bool stack_dense_arrays(const at::Tensor& out, const std::vector<PyArrayObject*>& arrays,
+                        std::optional<at::ScalarType> st) {
+  if (!st) return false;
+  std::vector<const void*> ptrs(arrays.size());
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    PyArrayObject* a = arrays[i];
+    if (scalar_type_of(PyArray_DESCR(a)) != st || !PyArray_IS_C_CONTIGUOUS(a) ||
+        layout_blocker(a) != Blocker::kNone)
+      return false;
+    ptrs[i] = PyArray_DATA(a);
+  }
+  GilRelease nogil(out.nbytes() >= static_cast<size_t>(kReleaseGilBytes));
+  return detail::stack_dense(out.data_ptr(), out.scalar_type(), ptrs, *st,
+                             PyArray_SIZE(arrays[0]));
+}
+
 at::Tensor stack_arrays(PyObject* seq, const ToTensorOptions& o) {
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
   std::vector<PyArrayObject*> arrays(n);
@@ -310,7 +330,9 @@ at::Tensor stack_arrays(PyObject* seq, const ToTensorOptions& o) {
   // the host, then one DMA.
   if (pin || device.is_cuda()) opts = opts.pinned_memory(true);
   at::Tensor out = at::empty(shape, opts);
-  for (Py_ssize_t i = 0; i < n; ++i) copy_array_into(out.select(0, i), arrays[i]);
+  if (!stack_dense_arrays(out, arrays, st)) {
+    for (Py_ssize_t i = 0; i < n; ++i) copy_array_into(out.select(0, i), arrays[i]);
+  }
   if (to_cpu) return out;
   GilRelease nogil;
   out = detail::move_to_device(out, device, o.non_blocking);
