@@ -132,9 +132,13 @@ int runnable_now() {
 // timeslice is spent gets descheduled: reading every millisecond put those
 // waits inside our calls instead of between them.
 constexpr int64_t kRereadNs = 5000000;
-// Pieces from which parallel_compute goes wide even on a busy machine (with
-// 128 KB pieces: 2 MB of output, ~1 ms of work on one core).
+// Pieces from which work goes wide even on a busy machine. A helper that
+// runs may still be descheduled mid-piece, costing the caller a timeslice
+// (~3 ms), so only jobs several timeslices long: casts from 64 pieces of
+// 128 KB (8 MB of output: at 1M float64 elements, 4 MB, one thread matched
+// NumPy and two lost 1.0-1.3x; at 4M two won), reads from 16 pieces of 4 MB.
 constexpr int64_t kWideOnBusyPieces = 16;
+constexpr int64_t kWideOnBusyComputePieces = 64;
 std::atomic<int64_t> g_usable_at{0};
 std::atomic<int> g_usable{1};
 std::atomic<int64_t> g_window_at{0};  // start of the CPU-rate window (ns)
@@ -391,9 +395,9 @@ void parallel_compute(int64_t n, int64_t grain,
     // start late find nothing to wait for): with the cores shared evenly
     // among runnable threads, more threads get the job more of the
     // machine (4M elements on 2 busy cores: 9.0 ms on one thread, 6.7 ms
-    // for torch's two). Short ones stay here: a helper that did start
-    // could be descheduled mid-piece, a timeslice longer than the job.
-    if (n / grain >= kWideOnBusyPieces) {
+    // for torch's two). Shorter ones stay here: a helper that did start
+    // could be descheduled mid-piece, for a timeslice as long as the job.
+    if (n / grain >= kWideOnBusyComputePieces) {
       run_on_pool(n, grain, std::max(1, std::min(cores(), at::get_num_threads())), fn);
       return;
     }

@@ -19,7 +19,7 @@ namespace torchbridge::detail {
 
 // Runs fn(begin, end) over [0, n) in pieces of `grain` items (the last may
 // be shorter), on the calling thread and up to usable_threads() - 1
-// helpers (all cores' worth for 16 pieces and more, busy or not: a helper
+// helpers (all cores' worth from 16 pieces, busy or not: a helper
 // that starts late finds nothing to wait for, and one that runs gets the
 // job a larger share of a shared machine). Each piece runs exactly once; the first exception thrown by a
 // piece is rethrown here after every claimed piece finished (pieces not yet
