@@ -1,5 +1,5 @@
-// parallel_for on a pool of our own threads: see parallel.h for why not
-// torch's. Helpers are plain pthreads that never touch Python; the pool is
+// parallel_for on a pool of our own threads, parallel_compute on torch's
+// when cores are free (see parallel.h for when each). Helpers are plain pthreads that never touch Python; the pool is
 // created on first use, never destroyed (a process exit may come while a
 // helper sleeps on its condition variable, so it must stay valid), and
 // recreated in a forked child (DataLoader workers fork the main process,
@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -100,6 +99,12 @@ int cores() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+// The most threads any job may use: the cores this process may run on,
+// capped by torch.set_num_threads.
+int thread_cap() {
+  return std::max(1, std::min(cores(), at::get_num_threads()));
+}
+
 // Runnable threads on the machine, this one included (the fourth field of
 // /proc/loadavg, "running/total"), or -1 when it cannot be read.
 int runnable_now() {
@@ -145,6 +150,13 @@ std::atomic<int64_t> g_window_at{0};  // start of the CPU-rate window (ns)
 std::atomic<int64_t> g_cpu_at{0};     // process CPU time then
 std::atomic<int> g_rate{256};         // last window's CPU / wall, x 256
 std::atomic<int> g_others_ema{0};  // other processes' runnable threads x 256
+
+// fn over [0, n) in pieces of `grain`, in this thread, ATen single-threaded.
+void run_inline(int64_t n, int64_t grain,
+                const std::function<void(int64_t, int64_t)>& fn) {
+  SerialAten serial;
+  for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+}
 
 // ---- the pool ------------------------------------------------------------
 
@@ -344,7 +356,7 @@ int usable_threads() {
   const int64_t last = g_usable_at.load(std::memory_order_relaxed);
   if (t - last < kRereadNs) return g_usable.load(std::memory_order_relaxed);
   const int c = cores();
-  const int cap = std::max(1, std::min(c, at::get_num_threads()));
+  const int cap = thread_cap();
   const int running = runnable_now();
   // Runnable threads of this process are not competition: this one, our
   // helpers, and torch's OpenMP workers, which spin for ~4 ms after each
@@ -398,11 +410,10 @@ void parallel_compute(int64_t n, int64_t grain,
     // for torch's two). Shorter ones stay here: a helper that did start
     // could be descheduled mid-piece, for a timeslice as long as the job.
     if (n / grain >= kWideOnBusyComputePieces) {
-      run_on_pool(n, grain, std::max(1, std::min(cores(), at::get_num_threads())), fn);
+      run_on_pool(n, grain, thread_cap(), fn);
       return;
     }
-    SerialAten serial;
-    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+    run_inline(n, grain, fn);
     return;
   }
   if (!torch_pool_usable()) {  // a forked child: our pool is fork-safe
@@ -454,7 +465,7 @@ void parallel_for(int64_t n, int64_t grain,
   int threads = pieces > 1 ? usable_threads() : 1;
   // Long jobs go wide even on a busy machine (see parallel_compute).
   if (threads == 1 && pieces >= kWideOnBusyPieces) {
-    threads = std::max(1, std::min(cores(), at::get_num_threads()));
+    threads = thread_cap();
   }
   run_on_pool(n, grain, threads, fn);
 }
@@ -476,8 +487,7 @@ void run_on_pool(int64_t n, int64_t grain, int threads,
     if (threads == 1) p->busy.store(false, std::memory_order_release);
   }
   if (!p || threads == 1) {
-    SerialAten serial;
-    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+    run_inline(n, grain, fn);
     return;
   }
   auto job = std::make_shared<Job>();

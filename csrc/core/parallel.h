@@ -5,12 +5,13 @@
 // torch's intra-op pool (OpenMP) ends every parallel region at a barrier:
 // on a machine whose cores are all busy (a DataLoader's main process while
 // its workers spin) a helper the scheduler has not run yet costs the caller
-// a whole timeslice, 4-12 ms on a call that takes 0.2 ms alone. Here the
-// work is cut into chunks claimed from an atomic counter; the calling
-// thread claims chunks too, so a helper that wakes late finds nothing left,
-// and the caller waits only for chunks a helper has already claimed. The
-// number of helpers woken is what can run now: none when the machine's
-// runnable threads already fill its cores.
+// a whole timeslice, 4-12 ms on a call that takes 0.2 ms alone. So the
+// thread count is decided from what can run now (usable_threads): with
+// cores free, compute uses torch's pool (its workers start at once);
+// with none free, short work stays in the calling thread and long work
+// runs on our own pool, whose pieces are claimed from an atomic counter by
+// the caller and helpers alike: a helper that wakes late finds nothing
+// left, and the caller waits only for pieces a helper already claimed.
 
 #include <cstdint>
 #include <functional>
@@ -19,11 +20,11 @@ namespace torchbridge::detail {
 
 // Runs fn(begin, end) over [0, n) in pieces of `grain` items (the last may
 // be shorter), on the calling thread and up to usable_threads() - 1
-// helpers (all cores' worth from 16 pieces, busy or not: a helper
-// that starts late finds nothing to wait for, and one that runs gets the
-// job a larger share of a shared machine). Each piece runs exactly once; the first exception thrown by a
-// piece is rethrown here after every claimed piece finished (pieces not yet
-// claimed then are skipped). Pieces must not call parallel_for themselves
+// helpers (all cores' worth from 16 pieces, busy or not: a helper that
+// starts late finds nothing to wait for, and one that runs gets the job a
+// larger share of a shared machine). Each piece runs exactly once; the
+// first exception thrown by a piece is rethrown here after every claimed
+// piece finished (pieces not yet claimed then are skipped). Pieces must not call parallel_for themselves
 // (a nested call runs inline).
 void parallel_for(int64_t n, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn);
