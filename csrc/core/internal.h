@@ -5,6 +5,7 @@
 #include <torchbridge/core.h>
 #include <torchbridge/npy.h>
 
+#include <utility>
 #include <vector>
 
 namespace torchbridge::detail {
@@ -51,10 +52,15 @@ at::Tensor fresh_copy(const at::Tensor& src, at::ScalarType dtype, bool pin);
 // cost of taking the same faults one by one as a copy first writes them.
 void prefault(void* p, size_t n);
 
-// Fresh CPU memory for an output (host_memory.cpp): torch's CPU allocator,
-// 4 KB pages (why not huge pages: see there).
+// Fresh CPU memory for an output (host_memory.cpp): c10's CPU allocation
+// with 4 KB pages (why not huge pages: see there), and freed blocks of
+// 256 KB - 32 MB kept mapped for the next output of their size (at most 8
+// blocks and TORCHBRIDGE_HOST_CACHE_MB, default 64). The tensor's storage
+// allocates through the same cache, so resize_ works as on any tensor.
 at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
                       at::ScalarType dtype);
+// (blocks, bytes) held by that cache now; for tests.
+std::pair<int, size_t> host_cache_state();
 
 // Fills `numel` dense elements of `dst` (fresh memory) from `src` (same
 // memory order) when the pair is a plain copy or a policy cast (float64 ->

@@ -332,6 +332,14 @@ PyObject* py_parallel(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// For tests: (blocks, bytes) in the cache of freed outputs (core/host_memory.cpp).
+PyObject* py_host_cache(PyObject*, PyObject*) {
+  HANDLE_TH_ERRORS
+  const auto [blocks, bytes] = detail::host_cache_state();
+  return Py_BuildValue("(in)", blocks, static_cast<Py_ssize_t>(bytes));
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"to_tensor", reinterpret_cast<PyCFunction>(py_to_tensor),
      METH_FASTCALL | METH_KEYWORDS,
@@ -395,6 +403,8 @@ PyMethodDef methods[] = {
      "Test helper: drop a tensor on a GIL-less native thread (private)."},
     {"_parallel", reinterpret_cast<PyCFunction>(py_parallel), METH_FASTCALL,
      "Pool state, or make thread creation fail, for tests (private)."},
+    {"_host_cache", py_host_cache, METH_NOARGS,
+     "(blocks, bytes) of freed outputs kept for reuse, for tests (private)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
