@@ -32,6 +32,18 @@ def candidate_lines(row: dict, scale: float, fmt: str, *, zero_copy: bool) -> li
     return lines
 
 
+def candidate_table(heading: str, first: str, unit: str, rows: list[dict], scale: float,
+                    fmt: str, *, zero_copy: bool) -> list[str]:
+    """Sections 1 and 4: a heading, then one table line per candidate."""
+    out = ["", heading, "",
+           f"| {first} | call | median {unit}/call | p25–p75 {unit} | / best peer |"
+           + (" zero-copy |" if zero_copy else "") + " runs |",
+           "|---|---|---:|---:|---:|" + (":---:|" if zero_copy else "") + "---:|"]
+    for row in rows:
+        out += candidate_lines(row, scale, fmt, zero_copy=zero_copy)
+    return out
+
+
 def to_markdown(res: dict) -> str:
     m = res["machine"]
     out = ["# torchbridge vs the built-ins: CPU conversion speed", "",
@@ -78,11 +90,8 @@ def to_markdown(res: dict) -> str:
                 "machine."]
     s = res["sections"]
     if "per_call" in s:
-        out += ["", f"## 1. {s['per_call']['title']}", "",
-                "| conversion | call | median ns/call | p25–p75 ns | / best peer | zero-copy | runs |",
-                "|---|---|---:|---:|---:|:---:|---:|"]
-        for row in s["per_call"]["rows"]:
-            out += candidate_lines(row, 1e9, ".0f", zero_copy=True)
+        out += candidate_table(f"## 1. {s['per_call']['title']}", "conversion", "ns",
+                               s["per_call"]["rows"], 1e9, ".0f", zero_copy=True)
     if "size" in s:
         out += ["", f"## 2. {s['size']['title']} (ns per call)", "",
                 "| float32 size | elements | `tb.to_tensor(a)` | `torch.from_numpy(a)` | "
@@ -133,11 +142,8 @@ def to_markdown(res: dict) -> str:
                 f"({c['main_thread_cpu_per_wall']:.2f})"
                 for c in row["candidates"]) + " |")
     if "tree" in s:
-        out += ["", f"## 4. {s['tree']['title']}", "",
-                "| tree | call | median µs/call | p25–p75 µs | / best peer | runs |",
-                "|---|---|---:|---:|---:|---:|"]
-        for row in s["tree"]["rows"]:
-            out += candidate_lines(row, 1e6, ".1f", zero_copy=False)
+        out += candidate_table(f"## 4. {s['tree']['title']}", "tree", "µs", s["tree"]["rows"],
+                               1e6, ".1f", zero_copy=False)
     problems = [p for sec in s.values() for p in sec["problems"]]
     if problems:
         out += ["", "## Problems found while checking the contenders", ""]
