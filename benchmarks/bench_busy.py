@@ -24,10 +24,7 @@ to --out (default benchmarks/results/).
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,12 +33,9 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_bridge import REPO, fmt_time, log, machine_info  # noqa: E402
-
-import torchbridge as tb  # noqa: E402
-
-MB = 1 << 20
+import torchbridge as tb
+from harness import (MB, REPO, call_stats, fmt_time, log, machine_info, same_result, time_calls,
+                     write_results)
 
 # (name, statement for ours, [peer statements]); `a`/`L`/`path` in NS.
 CASES = [
@@ -75,45 +69,6 @@ def make_inputs(name: str, folder: str) -> dict:
     return {"path": path}
 
 
-def time_calls(exprs: list[str], ns: dict, calls: int, seconds: float) -> list[list[float]]:
-    """Seconds of each call of each expression, taking turns call by call.
-
-    Each result lives until the same expression's next call, as a user's
-    output does until the next batch replaces it. Stops after `calls`
-    rounds or `seconds`, whichever comes first (at least 20 rounds).
-    """
-    fns = [eval("lambda: " + e, ns) for e in exprs]  # noqa: S307 - our own strings
-    for f in fns:  # warm-up: allocator, caches, lazy initialisation
-        for _ in range(3):
-            f()
-    keep = [None] * len(fns)
-    times = [[] for _ in fns]
-    clock = time.perf_counter
-    gc.collect()
-    gc.disable()
-    try:
-        start = clock()
-        for r in range(calls):
-            k = len(fns)
-            for j in range(k):
-                i = (r + j) % k
-                t0 = clock()
-                keep[i] = fns[i]()
-                times[i].append(clock() - t0)
-            if r >= 20 and clock() - start > seconds:
-                break
-    finally:
-        gc.enable()
-    return times
-
-
-def stats(ts: list[float]) -> dict:
-    ts = sorted(ts)
-    return {"mean_s": statistics.fmean(ts), "median_s": ts[len(ts) // 2],
-            "p99_s": ts[min(len(ts) - 1, int(0.99 * len(ts)))], "max_s": ts[-1],
-            "calls": len(ts)}
-
-
 class Spinners:
     """N processes that each keep one core busy until stopped."""
 
@@ -134,8 +89,13 @@ def run_phase(phase: str, cases, inputs, calls: int, seconds: float) -> list[dic
     rows = []
     for name, _, ours, peers in cases:
         ns = {"np": np, "torch": torch, "tb": tb, **inputs[name]}
-        times = time_calls([ours] + peers, ns, calls, seconds)
-        cand = [{"expr": e, "role": "ours" if i == 0 else "peer", **stats(t)}
+        # Each result lives until the same expression's next call, as a
+        # user's output does until the next batch replaces it; at least 20
+        # rounds, then until `calls` rounds or `seconds`.
+        fns = [eval("lambda: " + e, ns) for e in [ours] + peers]  # noqa: S307 - our own strings
+        times = time_calls(fns, calls, min_rounds=21, seconds=seconds, rotate=True, warmup=3,
+                           free="next", gc_off=True)
+        cand = [{"expr": e, "role": "ours" if i == 0 else "peer", **call_stats(t)}
                 for i, (e, t) in enumerate(zip([ours] + peers, times))]
         best = min(cand[1:], key=lambda c: c["mean_s"])
         row = {"case": name, "phase": phase, "candidates": cand, "best_peer": best["expr"],
@@ -156,7 +116,7 @@ def check_same(cases, inputs) -> list[str]:
         want = eval(ours, ns)  # noqa: S307
         for e in peers:
             got = eval(e, ns)  # noqa: S307
-            if got.dtype != want.dtype or not torch.equal(got, want):
+            if not same_result(got, want):
                 problems.append(f"{name}: {e} differs from {ours}")
     return problems
 
@@ -210,12 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {"machine": machine_info(["benchmarks/bench_busy.py"] + (argv or sys.argv[1:])),
            "spinners": n, "rows": rows, "problems": problems,
            "wall_s": time.perf_counter() - t0}
-    os.makedirs(cfg.out, exist_ok=True)
     md = to_markdown(res)
-    with open(os.path.join(cfg.out, "busy.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(cfg.out, "busy.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    write_results(cfg.out, "busy", md, res)
     print(md)
     for prob in problems:
         log(f"problem: {prob}")

@@ -28,30 +28,20 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 
 import torchbridge as tb
+from harness import fmt_ms, read_text, time_calls
 
 
 def run(cands: dict, repeat: int, gap: float) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in cands}
-    for _ in range(repeat):
-        for name, fn in cands.items():
-            if gap:
-                time.sleep(gap)
-            t0 = time.perf_counter()
-            out = fn()
-            times[name].append(time.perf_counter() - t0)
-            del out
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def ms(seconds: float) -> str:
-    v = seconds * 1e3
-    return f"{v:.0f} ms" if v >= 100 else f"{v:.3g} ms"
+    """Median of one call's wall time per candidate: `repeat` rounds in a
+    fixed order, `gap` s of sleep before each call, each output freed just
+    after its clock stops."""
+    times = time_calls(list(cands.values()), repeat, rotate=False, free="after", gap=gap)
+    return {k: statistics.median(v) for k, v in zip(cands, times)}
 
 
 def table(title: str, cands: dict, tight: dict, idle: dict, gap: float) -> list[str]:
@@ -59,7 +49,7 @@ def table(title: str, cands: dict, tight: dict, idle: dict, gap: float) -> list[
              f"| call | tight loop | after {gap:g} s idle | idle / tight |",
              "|---|---:|---:|---:|"]
     for k in cands:
-        lines.append(f"| `{k}` | {ms(tight[k])} | {ms(idle[k])} | "
+        lines.append(f"| `{k}` | {fmt_ms(tight[k])} | {fmt_ms(idle[k])} | "
                      f"{idle[k] / tight[k]:.2f} |")
     return lines + [""]
 
@@ -80,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         "torch.as_tensor(a, dtype=torch.float32)": lambda: torch.as_tensor(a, dtype=torch.float32),
         "torch.from_numpy(a.astype(np.float32))": lambda: torch.from_numpy(a.astype(np.float32)),
     }
+    thp = read_text("/sys/kernel/mm/transparent_hugepage/enabled").strip()
     out = [f"torch {torch.__version__}, NumPy {np.__version__}, "
-           f"torch threads {torch.get_num_threads()}, "
-           f"THP `{open('/sys/kernel/mm/transparent_hugepage/enabled').read().strip()}`"
-           if os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled") else "", ""]
+           f"torch threads {torch.get_num_threads()}, THP `{thp}`" if thp else "", ""]
     tight = run(coercion, args.repeat, 0.0)
     idle = run(coercion, args.repeat, args.gap)
     out += table(f"float64 -> float32, {a.size:,} elements", coercion, tight, idle, args.gap)

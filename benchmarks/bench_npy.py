@@ -20,25 +20,20 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 import warnings
 
 import numpy as np
 import torch
 
 import torchbridge as tb
+from harness import padded_table, time_calls
 
 SIZES_MB = [1, 16, 256, 1024]
 
 
 def best_ms(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-        del out
-    return best * 1e3
+    """Fastest of `repeat` calls, in ms; each output freed after its clock stops."""
+    return min(time_calls([fn], repeat, free="after")[0], default=float("inf")) * 1e3
 
 
 def main() -> None:
@@ -81,13 +76,9 @@ def main() -> None:
 
     header = ["loader"] + [f"{mb} MB" for mb in sizes]
     rows = [[name] + [f"{ms:.3f}" for ms in results[name]] for name, _ in methods]
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     print(f"best of {args.repeat}, ms (torch {torch.__version__}, "
           f"numpy {np.__version__}, {torch.get_num_threads()} threads)")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    print("\n".join(padded_table(header, rows)))
     ours = results["tb.load(mmap=True)"]
     if len(ours) > 1:
         print(f"tb.load(mmap=True): {sizes[-1]} MB / {sizes[0]} MB load time = "

@@ -20,37 +20,33 @@ Writes transfer.json and transfer.md to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 
 import torchbridge as tb
-
-MB = 1 << 20
+from harness import MB, time_calls, write_results
+from harness import fmt_bytes as _fmt_bytes
 
 
 def timeit(fn, *, repeat: int, min_time: float = 0.2, warmup: int = 4) -> float:
-    """Median seconds per call; each sample syncs the device."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    start_all = time.perf_counter()
-    while len(samples) < repeat or (time.perf_counter() - start_all < min_time and len(samples) < 200):
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        samples.append(time.perf_counter() - t0)
+    """Median seconds per call; each sample syncs the device.
+
+    At least `repeat` samples, then more until `min_time` has passed (at
+    most 200 in all unless repeat asks for more); each result is dropped
+    inside its timed call.
+    """
+    samples = time_calls([fn], max(repeat, 200), min_rounds=repeat, seconds=min_time,
+                         warmup=warmup, free="now", sync=torch.cuda.synchronize)[0]
     return statistics.median(samples)
 
 
 def fmt_bytes(n: int) -> str:
-    return f"{n // MB} MB" if n >= MB else f"{n // 1024} KB"
+    """Up to MB: 1 GB is written 1024 MB, as in the reference tables."""
+    return _fmt_bytes(n, top=MB)
 
 
 def gbps(nbytes: int, seconds: float) -> float:
@@ -220,11 +216,7 @@ def main(argv=None) -> int:
         res["sweep"] = sweep_rows([s for s in sizes if s >= 16 * MB], args.repeat)
     md = to_markdown(res)
     print(md)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "transfer.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    with open(os.path.join(args.out, "transfer.md"), "w") as f:
-        f.write(md + "\n")
+    write_results(args.out, "transfer", md + "\n", res)
     return 0
 
 

@@ -69,7 +69,7 @@ def test_candidate_orders_are_balanced_for_carry_over():
     # caches), and a plain rotation kept the same neighbours in every sample.
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
-        from bench_bridge import balanced_orders
+        from harness import balanced_orders
     finally:
         sys.path.pop(0)
     from collections import Counter
