@@ -45,6 +45,13 @@ namespace detail {
 
 at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
                   const char* api) {
+  if (o.requires_grad) {
+    CoerceOptions plain = o;
+    plain.requires_grad = false;
+    auto x = coerce(t, plain, api);
+    check_requires_grad(x.scalar_type(), api, "the result is");
+    return x.detach().requires_grad_(true);  // a new leaf
+  }
   TORCH_CHECK_VALUE(t.defined(), api,
       ": got an undefined tensor (a default-constructed at::Tensor); pass a "
       "tensor that holds data.");

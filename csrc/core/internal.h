@@ -2,6 +2,7 @@
 // Private helpers of the core, shared by its .cpp files and by the Python
 // extension (which names its own entry point in error messages).
 
+#include <torchbridge/array_view.h>
 #include <torchbridge/core.h>
 #include <torchbridge/npy.h>
 
@@ -27,6 +28,46 @@ HostPlan plan_host(const at::Tensor& t, const HostOptions& o, const char* api);
 at::Tensor finish_host(const at::Tensor& t, at::Tensor moved,
                        at::ScalarType target, const HostOptions& o);
 at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o, const char* api);
+
+// ArrayView (array_view.cpp); `api` names the entry point in errors.
+at::ScalarType target_dtype(const ArrayView& v, const CoerceOptions& o, const char* api);
+// The view as a tensor, shared or copied by the rules (takes v.owner only
+// when the result shares the buffer; else the caller still holds it).
+at::Tensor to_tensor(ArrayView& v, const CoerceOptions& o, const char* api);
+// A tensor borrowing the view's memory (no layout blocker): it must not
+// outlive the view.
+at::Tensor borrow(const ArrayView& v);
+// A fresh CPU tensor of a CPU view's values in `target` (any layout; pinned
+// with `pin`), in the view's memory order when it is dense, else C order.
+at::Tensor copy_view(const ArrayView& v, at::ScalarType target, bool pin);
+// What crosses the bus for a view bound for `device`: the view itself when
+// its layout allows, else a copy (pinned when `pin_copies` and the device
+// is CUDA), and the dtype to send (the target when that narrows, else the
+// view's own).
+struct HostSource {
+  at::Tensor host;
+  at::ScalarType bus;
+};
+HostSource host_source(ArrayView& v, at::ScalarType target, at::Device device,
+                       bool pin_copies);
+// host_to_device, then the widening cast on the device.
+at::Tensor upload(const HostSource& src, at::ScalarType target, at::Device device,
+                  bool non_blocking);
+// Stacks equal-shaped views (of `common`, their promoted type) along a new
+// first axis, under the policy and options: one pass when every view is
+// dense and of `common`.
+at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
+                 const CoerceOptions& o, const char* api);
+// ValueError unless `t` can require gradients; `what` leads the dtype
+// ("the result is").
+void check_requires_grad(at::ScalarType t, const char* api, const char* what);
+
+// Whether an ndarray may view `t` as it is: a strided CPU tensor with
+// readable storage and no conj/neg bit, not quantized or nested.
+bool exportable(const at::Tensor& t);
+// Whether a tree leaf can go into one packed host-to-device transfer: a
+// strided CPU tensor with storage, not quantized, with no graph to keep.
+bool packable(const at::Tensor& t);
 
 // Whether a strided tensor's storage holds its data here: false for
 // placeholder storages (wrapper subclasses, fake and functional tensors).

@@ -27,6 +27,17 @@ bool has_readable_storage(const at::Tensor& t) {
   return s && s.data() != nullptr && s.device_type() == t.device().type();
 }
 
+bool exportable(const at::Tensor& t) {
+  return t.layout() == at::kStrided && t.device().is_cpu() && !t.is_conj() &&
+         !t.is_neg() && !t.is_quantized() && !t.is_nested() && has_readable_storage(t);
+}
+
+bool packable(const at::Tensor& t) {
+  return t.defined() && t.is_cpu() && t.layout() == at::kStrided &&
+         !t.is_quantized() && t.has_storage() &&
+         !(t.requires_grad() && at::GradMode::is_enabled());
+}
+
 void check_has_data(const at::Tensor& t, const char* api) {
   TORCH_CHECK_VALUE(t.defined(), api,
       ": got an undefined tensor (a default-constructed at::Tensor); pass a "

@@ -27,12 +27,6 @@ namespace torchbridge::python {
 namespace {
 
 // Goes into the packed transfer: a plain CPU tensor (no graph to keep).
-bool packable_tensor(const at::Tensor& t) {
-  return t.defined() && t.is_cpu() && t.layout() == at::kStrided &&
-         !t.is_quantized() && t.has_storage() &&
-         !(t.requires_grad() && at::GradMode::is_enabled());
-}
-
 void set_item(PyObject* list, Py_ssize_t i, PyObject* value) {
   if (!value) throw python_error();
   PyList_SET_ITEM(list, i, value);  // steals; slots start as NULL
@@ -142,6 +136,7 @@ at::Tensor stack_tensors(PyObject* seq, const ToTensorOptions& o,
   co.device = dst;
   co.non_blocking = o.non_blocking;
   co.pin_memory = o.pin_memory;
+  co.requires_grad = o.requires_grad;
   at::Tensor out;
   {
     // `items` and `snap` hold everything the stacking reads.
@@ -183,7 +178,8 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
     Py_ssize_t index;
     at::Tensor host;
     at::ScalarType bus, target;
-    THPObjectPtr keep;  // a NumPy scalar's temporary array
+    THPObjectPtr keep;  // a NumPy scalar's temporary array, or NumPy's cast
+    ArrayView view;     // what `host` borrows
   };
   std::vector<Item> batch;
   std::vector<Py_ssize_t> singles;
@@ -194,14 +190,14 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
       singles.push_back(i);
     } else if (!PyArray_Check(leaf) && THPVariable_Check(leaf)) {
       const at::Tensor& t = THPVariable_Unpack(leaf);
-      if (!packable_tensor(t)) {
+      if (!detail::packable(t)) {
         singles.push_back(i);
         continue;
       }
       if (o.dtype) detail::check_target_dtype(*o.dtype, "to_tensor");
       const auto target = policy_dtype(t.scalar_type(), o.dtype, o.float_dtype);
       batch.push_back({i, t, detail::bus_dtype(t.scalar_type(), target), target,
-                       THPObjectPtr()});
+                       THPObjectPtr(), ArrayView()});
     } else if (PyArray_Check(leaf) || PyArray_IsScalar(leaf, Generic)) {
       THPObjectPtr keep;
       PyArrayObject* arr = reinterpret_cast<PyArrayObject*>(leaf);
@@ -210,21 +206,19 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
         if (!keep) throw python_error();
         arr = reinterpret_cast<PyArrayObject*>(keep.get());
       }
-      PyArray_Descr* d = PyArray_DESCR(arr);
-      const auto target = target_dtype(d, scalar_type_of(d), o, arr);
-      // Copies NumPy must make land in the pack anyway: no pinning here.
-      HostSource src = host_source(arr, target, device, /*pin_copies=*/false);
-      batch.push_back({i, std::move(src.host), src.bus, target, std::move(keep)});
+      THPObjectPtr cast;
+      ArrayView view = array_view(arr, o, /*own=*/false, false, cast);
+      if (cast) keep = std::move(cast);
+      const auto target = detail::target_dtype(view, o, "to_tensor");
+      // Copies the layout forces land in the pack anyway: no pinning here.
+      auto src = detail::host_source(view, target, device, /*pin_copies=*/false);
+      batch.push_back({i, std::move(src.host), src.bus, target, std::move(keep),
+                       std::move(view)});
     } else {
       singles.push_back(i);
     }
-    if (o.requires_grad && !batch.empty() && batch.back().index == i) {
-      const auto t = batch.back().target;
-      TORCH_CHECK_VALUE(c10::isFloatingType(t) || c10::isComplexType(t),
-          "to_tensor(requires_grad=True): only floating and complex tensors "
-          "can require gradients, but a leaf converts to ", dtype_name(t),
-          "; pass dtype=torch.float32 (or another floating dtype).");
-    }
+    if (o.requires_grad && !batch.empty() && batch.back().index == i)
+      detail::check_requires_grad(batch.back().target, "to_tensor", "a leaf converts to");
   }
   // One by one first: their errors surface before the batch moves.
   for (Py_ssize_t i : singles)

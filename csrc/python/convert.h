@@ -4,6 +4,9 @@
 #include "numpy.h"
 #include "pyref.h"  // GilRelease
 
+#include <torchbridge/array_view.h>
+#include <torchbridge/core.h>
+
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <torch/csrc/utils/object_ptr.h>
@@ -25,15 +28,9 @@ inline bool worth_releasing_gil(const at::Tensor& t) {
           t.numel() * static_cast<int64_t>(t.element_size()) >= kReleaseGilBytes);
 }
 
-struct ToTensorOptions {
-  std::optional<at::ScalarType> dtype;
-  std::optional<at::ScalarType> float_dtype = at::kFloat;
-  std::optional<at::Device> device;
-  std::optional<bool> copy;
-  bool pin_memory = false;
-  bool non_blocking = false;
-  bool requires_grad = false;
-};
+// to_tensor's options are core's (dtype, float_dtype, device, copy,
+// pin_memory, non_blocking, requires_grad).
+using ToTensorOptions = CoerceOptions;
 
 // tb.to_tensor. Returns a new reference.
 PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o);
@@ -47,26 +44,14 @@ PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
 // Steals `descr`. Returns a new reference.
 PyObject* export_tensor(const at::Tensor& t, PyArray_Descr* descr);
 
-// A tensor viewing `arr`'s memory. With `own`, the tensor holds a reference
-// to `arr`, released GIL-safely when the storage dies; without it the view
-// is borrowed and must not outlive the caller's reference. The layout must
-// be torch-representable (see layout_blocker in to_tensor.cpp).
-at::Tensor wrap_array(PyArrayObject* arr, at::ScalarType st, bool own);
-
-// The dtype an array converts to under `o` (TypeError when none).
-at::ScalarType target_dtype(PyArray_Descr* d, std::optional<at::ScalarType> st,
-                            const ToTensorOptions& o, PyArrayObject* arr);
-
-// What crosses the bus for an array bound for `device`: a CPU tensor (a
-// zero-copy view of the array when its layout allows, else a copy NumPy
-// normalised, pinned when `pin_copies` and the device is CUDA) and the dtype
-// to send it in (the target when that narrows, else the array's own).
-struct HostSource {
-  at::Tensor host;
-  at::ScalarType bus;
-};
-HostSource host_source(PyArrayObject* arr, at::ScalarType target,
-                       at::Device device, bool pin_copies);
+// The ArrayView of an ndarray (the translation every ndarray conversion
+// starts with). With `own` the view holds a reference to `arr` (the tensor
+// takes it over when it shares the memory; released GIL-safely). `fresh`:
+// NumPy built the array for this call. Types torch lacks: long double with
+// o.dtype is cast by NumPy first (`keep` then holds the cast array, which
+// the view borrows); anything else raises TypeError naming the fix.
+ArrayView array_view(PyArrayObject* arr, const ToTensorOptions& o, bool own,
+                     bool fresh, THPObjectPtr& keep);
 
 // Batched conversions for tree_to_tensor / tree_to_numpy (batch.cpp):
 // `leaves` is a list; returns a list of the same length.

@@ -147,12 +147,6 @@ PyObject* make_storage_ref(const c10::Storage& s) {
 // storage holds its data (nested tensors report a strided layout but have no
 // strides; wrapper subclasses and fake tensors have placeholder storages:
 // both go to to_host, which raises ValueError for them).
-bool exportable(const at::Tensor& t) {
-  return t.layout() == at::kStrided && t.device().is_cpu() && !t.is_conj() &&
-         !t.is_neg() && !t.is_quantized() && !t.is_nested() &&
-         detail::has_readable_storage(t);
-}
-
 // ndarray input (or np.asarray's result) with the dtype/copy rules.
 PyObject* finish_array(THPObjectPtr arr, PyArray_Descr* want,
                        std::optional<bool> copy, bool fresh) {
@@ -246,7 +240,7 @@ PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
     }
   }
   // Fast path: share memory, no detach needed (the array reads raw memory).
-  if (!numpy_cast && !copy.value_or(false) && t.defined() && exportable(t)) {
+  if (!numpy_cast && !copy.value_or(false) && t.defined() && detail::exportable(t)) {
     const auto st = t.scalar_type();
     if (want_st ? *want_st == st : has_numpy_dtype(st)) {
       if (want) Py_INCREF(want);

@@ -64,6 +64,9 @@ struct CoerceOptions {
   bool pin_memory = false;
   // Same meaning as HostOptions::copy.
   std::optional<bool> copy;
+  // The result is a new autograd leaf that requires grad (ValueError
+  // unless its dtype is floating or complex).
+  bool requires_grad = false;
 };
 
 // `t` in the policy dtype on the target device, like Tensor.to: the autograd

@@ -3,6 +3,7 @@
 //   #include <torchbridge/torchbridge.h>
 // See README.md ("C++") and csrc/README.md for the layout.
 
+#include <torchbridge/array_view.h>  // ArrayView: any buffer -> tensor, the sharing rules
 #include <torchbridge/core.h>  // to_host, coerce, dtype policy, Error
 #include <torchbridge/npy.h>   // .npy / .npz files: npy::load/save, npz::load/save
 #include <torchbridge/ops.h>   // the operators through the dispatcher
