@@ -352,7 +352,7 @@ PyMethodDef methods[] = {
      "complex counterpart unless dtype= says otherwise or float_dtype=None.\n"
      "copy=True always copies; copy=False never does (raises ValueError "
      "saying why), and shares read-only arrays.\n"
-     "See README.md and API.md for the full rules."},
+     "See README.md, \"Python API\", for the full rules."},
     {"to_numpy", reinterpret_cast<PyCFunction>(py_to_numpy),
      METH_FASTCALL | METH_KEYWORDS,
      "to_numpy(obj, dtype=None, *, copy=None)\n--\n\n"
