@@ -1,4 +1,5 @@
-"""The dtype map and the float policy, both directions (API.md, dtype rules)."""
+"""The dtype map and the float policy, both directions (README, Python API:
+"dtypes")."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torchbridge as tb
 pytestmark = pytest.mark.filterwarnings(
     "ignore:ComplexHalf support is experimental:UserWarning")
 
-# NumPy dtype -> the torch dtype of the same name (API.md "dtype map").
+# NumPy dtype -> the torch dtype of the same name (README "dtypes": the map).
 DTYPE_MAP = [
     (np.bool_, torch.bool),
     (np.int8, torch.int8),

@@ -1,8 +1,8 @@
 """Property tests: random dtypes x shapes x strided views, both directions.
 
 Every example checks values (NaN-aware, bit-exact where no cast happens), the
-dtype the policy gives, and that memory is shared exactly when API.md says
-it may be.
+dtype the policy gives, and that memory is shared exactly when the README
+(Python API, "Sharing") says it may be.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def strided_views(draw, byte_orders=False):
 
 
 def shareable_layout(a: np.ndarray) -> bool:
-    """API.md's rule, written out independently of the implementation."""
+    """The README's sharing rule, written out independently of the code."""
     if a.size == 0:
         return True
     if a.dtype.itemsize > 1 and not a.dtype.isnative:

@@ -65,7 +65,8 @@ void check_target_dtype(at::ScalarType t, const char* api) {
       " is a quantized dtype, which torchbridge does not produce; convert to "
       "float32, then quantize with torch.quantize_per_tensor.");
   // Not c10::isBarebonesUnsignedType: it also covers uint16/32/64, which
-  // are ordinary targets (API.md's dtype map; torch casts to them).
+  // are ordinary targets (the README's dtype map, Python API "dtypes";
+  // torch casts to them).
   bool castable = !c10::isBitsType(t) && t != at::ScalarType::Undefined;
   switch (t) {
     case at::ScalarType::UInt1: case at::ScalarType::UInt2:

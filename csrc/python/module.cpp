@@ -340,12 +340,18 @@ PyObject* py_host_cache(PyObject*, PyObject*) {
   END_HANDLE_TH_ERRORS
 }
 
+// Each docstring opens with the signature, as written in torchbridge/_C.pyi,
+// the README's "Python API" and the parser table above it
+// (test/test_signatures.py checks they agree). "name(...)\n--\n\n" makes
+// it __text_signature__, which inspect.signature and help() read, but they
+// accept only literal defaults: with float_dtype=torch.float32 there, help()
+// showed "to_tensor(...)". Those signatures stay plain docstring text.
 PyMethodDef methods[] = {
     {"to_tensor", reinterpret_cast<PyCFunction>(py_to_tensor),
      METH_FASTCALL | METH_KEYWORDS,
      "to_tensor(obj, dtype=None, *, float_dtype=torch.float32, device=None, "
-     "copy=None, pin_memory=False, non_blocking=False, requires_grad=False)\n"
-     "--\n\n"
+     "copy=None, pin_memory=False, non_blocking=False, requires_grad=False)"
+     "\n\n"
      "Convert one array-like (ndarray, NumPy scalar, list, buffer, tensor) "
      "to a tensor.\n\n"
      "Shares the array's memory when that is safe (CPU target, dtype kept, "
@@ -354,7 +360,7 @@ PyMethodDef methods[] = {
      "complex counterpart unless dtype= says otherwise or float_dtype=None.\n"
      "copy=True always copies; copy=False never does (raises ValueError "
      "saying why), and shares read-only arrays.\n"
-     "See README.md and API.md for the full rules."},
+     "See README.md, \"Python API\", for the full rules."},
     {"to_numpy", reinterpret_cast<PyCFunction>(py_to_numpy),
      METH_FASTCALL | METH_KEYWORDS,
      "to_numpy(obj, dtype=None, *, copy=None)\n--\n\n"
@@ -382,7 +388,7 @@ PyMethodDef methods[] = {
      "Read or set the transfer engine's knobs (private)."},
     {"_policy_dtype", reinterpret_cast<PyCFunction>(py_policy_dtype),
      METH_FASTCALL | METH_KEYWORDS,
-     "_policy_dtype(dtype, explicit=None, float_dtype=torch.float32)\n--\n\n"
+     "_policy_dtype(dtype, explicit=None, float_dtype=torch.float32)\n\n"
      "The dtype the float policy gives (private)."},
     {"_host_dtype", py_host_dtype, METH_O,
      "The dtype to_host produces by default (private)."},

@@ -179,7 +179,7 @@ PyObject* finish_array(THPObjectPtr arr, PyArray_Descr* want,
 
 // np.asarray wraps anything in a 0-d object array (None, a dict, any
 // object) and lists of arbitrary objects in object arrays; to_numpy raises
-// instead (API.md). Objects whose __array__ gives an object array are
+// instead (README, Python API, "Anything in"). Objects whose __array__ gives an object array are
 // array-likes and pass; a list passes with an explicit dtype=object.
 void check_not_object(PyObject* obj, PyArrayObject* arr, PyArray_Descr* want) {
   if (PyArray_TYPE(arr) != NPY_OBJECT) return;
