@@ -22,6 +22,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace torchbridge::format;
@@ -731,6 +732,40 @@ TEST(Files, MissingFileIsAnIoErrorWithErrno) {
               std::string::npos) << e.what();
   }
   EXPECT_ERROR(FileSource("/dev/null", "npy::load(\"/dev/null\")"), "not a regular file");
+}
+
+TEST(Files, IoErrorIsPublicAndCarriesThePathAndErrno) {
+  static_assert(std::is_base_of_v<torchbridge::Error, torchbridge::IoError>);
+  static_assert(std::is_nothrow_copy_constructible_v<torchbridge::IoError>);
+  const std::string p = "/nonexistent/dir/x.npy";
+  try {
+    FileSource f(p, api("npy::load", p));
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    const torchbridge::IoError copy = e;
+    EXPECT_EQ(copy.path(), p);
+    EXPECT_EQ(copy.code(), ENOENT);
+    EXPECT_EQ(std::string(copy.what()),
+              "npy::load(\"/nonexistent/dir/x.npy\"): cannot open the file: " +
+                  std::string(std::strerror(ENOENT)));
+  }
+  const std::string q = "/nonexistent/dir/y.npy";
+  try {
+    AtomicFile f(q, api("npy::save", q));
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    EXPECT_EQ(e.path(), q);
+    EXPECT_EQ(e.code(), ENOENT);
+    EXPECT_NE(std::string(e.what()).find("npy::save(\"/nonexistent/dir/y.npy\"): cannot create the file"),
+              std::string::npos) << e.what();
+  }
+  try {
+    FileSource f("/dev/null", api("load", "/dev/null"));
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    EXPECT_EQ(e.path(), "/dev/null");
+    EXPECT_EQ(e.code(), EINVAL);
+  }
 }
 
 TEST(Files, ApiQuotesOddPaths) {
