@@ -4,6 +4,7 @@
 // overflow here fails the test even when the error message is right.
 
 #include "format/io.h"
+#include "format/magic.h"
 #include "format/npy.h"
 #include "format/zip.h"
 
@@ -708,6 +709,31 @@ TEST(Zip, WriterRefusesBadNames) {
   ZipWriter zip(sink, "npz::save(\"t\")");
   EXPECT_ERROR(zip.begin_member("", 0, false), "cannot be stored");
   EXPECT_ERROR(zip.begin_member(std::string("a\0b", 3), 0, false), "cannot be stored");
+}
+
+// ---------------------------------------------------------------- sniff
+
+TEST(Sniff, TellsNpyZipAndOtherFromTheFirstBytes) {
+  auto kind = [](const std::string& s) {
+    return sniff(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  EXPECT_EQ(kind("\x93NUMPY\x01\x00"s), FileKind::kNpy);
+  EXPECT_EQ(kind("PK\x03\x04rest"s), FileKind::kZip);
+  EXPECT_EQ(kind("PK\x05\x06"s), FileKind::kZip);       // an empty archive, 4 bytes
+  EXPECT_EQ(kind("PK\x01\x02 central"s), FileKind::kOther);
+  EXPECT_EQ(kind("\x93NUMP"s), FileKind::kOther);       // too short to be .npy
+  EXPECT_EQ(kind(""), FileKind::kOther);
+  const auto z = make_zip({{"a.npy", "1", false}});
+  EXPECT_EQ(sniff(MemorySource(z.data(), z.size(), "t")), FileKind::kZip);
+  const std::string n = npy(kF4_34, k48);
+  EXPECT_EQ(sniff(MemorySource(n.data(), n.size(), "t")), FileKind::kNpy);
+  EXPECT_EQ(sniff(MemorySource(n.data(), 3, "t")), FileKind::kOther);
+}
+
+TEST(Sniff, NpyLoadPointsAtNpzLoadForShortZipMagicOnly) {
+  EXPECT_ERROR(parse("PK\x03\x04xx"s), "not a .npy file: it starts like a zip archive");
+  EXPECT_ERROR(parse("PKxxxx"s), "it has 6 bytes, fewer than the 10 bytes");
+  EXPECT_ERROR(parse("PK\x05\x06 and more"s), "(it is a zip archive: load .npz files with npz::load)");
 }
 
 // ---------------------------------------------------------------- files
