@@ -4,5 +4,5 @@
 // See README.md ("C++") and csrc/README.md for the layout.
 
 #include <torchbridge/core.h>  // to_host, coerce, dtype policy, Error
-#include <torchbridge/npy.h>   // .npy / .npz files: npy::load/save, npz::load/save
+#include <torchbridge/npy.h>   // .npy / .npz files: npy::load/save, npz::load/save, load
 #include <torchbridge/ops.h>   // the operators through the dispatcher
