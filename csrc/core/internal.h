@@ -180,16 +180,4 @@ std::vector<at::Tensor> host_to_device_batch(
 // kernel, one copy, one wait): contiguous views of one pinned buffer.
 std::vector<at::Tensor> device_to_host_batch(const std::vector<at::Tensor>& srcs);
 
-// tb.load (npy.cpp): opens `path` once (refusing, without blocking, what is
-// not a regular file), tells .npy from .npz by the first bytes, and reads
-// that same descriptor with npy::load's or npz::load's rules. Open errors
-// name `api`; the rest name npy::load or npz::load.
-struct LoadedFile {
-  bool is_npz = false;
-  at::Tensor tensor;    // .npy
-  npz::Arrays arrays;   // .npz
-};
-LoadedFile load_file(const std::string& path, const npy::LoadOptions& options,
-                     const char* api);
-
 }  // namespace torchbridge::detail

@@ -6,6 +6,7 @@
 #include <torchbridge/npy.h>
 
 #include "../format/io.h"
+#include "../format/magic.h"
 #include "../format/npy.h"
 #include "../format/zip.h"
 #include "internal.h"
@@ -15,7 +16,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/from_blob.h>
 
-#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -349,30 +349,14 @@ void save(const std::string& path, const Arrays& arrays, SaveOptions options) {
 
 }  // namespace npz
 
-namespace detail {
-
-LoadedFile load_file(const std::string& path, const npy::LoadOptions& options,
-                     const char* api) {
-  format::FileSource file(path, format::api(api, path));
-  // A zip archive (.npz) starts with a local header, or is an empty archive.
-  bool zip = false;
-  uint8_t head[4];
-  if (file.size() >= sizeof head) {
-    file.read(0, head, sizeof head, "the magic");
-    zip = std::memcmp(head, "PK\x03\x04", 4) == 0 ||
-          std::memcmp(head, "PK\x05\x06", 4) == 0;
-  }
-  LoadedFile out;
-  if (zip) {
-    out.arrays = npz::load_open(
+Loaded load(const std::string& path, npy::LoadOptions options) {
+  format::FileSource file(path, format::api("load", path));
+  if (format::sniff(file) == format::FileKind::kZip) {
+    return npz::load_open(
         format::FileSource(std::move(file), format::api("npz::load", path)), options);
-    out.is_npz = true;
-  } else {
-    out.tensor = npy::load_open(
-        format::FileSource(std::move(file), format::api("npy::load", path)), options);
   }
-  return out;
+  return npy::load_open(
+      format::FileSource(std::move(file), format::api("npy::load", path)), options);
 }
 
-}  // namespace detail
 }  // namespace torchbridge

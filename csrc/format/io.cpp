@@ -32,7 +32,8 @@ const char* kind_of(mode_t mode) {
 
 // EINVAL: Python has no OSError subclass for "wrong kind of file", and
 // ESPIPE/ENODEV would each describe only some of the kinds.
-[[noreturn]] void fail_not_regular(const std::string& where, mode_t mode,
+[[noreturn]] void fail_not_regular(const std::string& where,
+                                   const std::string& path, mode_t mode,
                                    bool writing) {
   const std::string kind = kind_of(mode);
   std::string why =
@@ -45,7 +46,8 @@ const char* kind_of(mode_t mode) {
             "and which it can read at any offset or map: read the bytes "
             "yourself (e.g. numpy.load(io.BytesIO(data))) or copy it to a "
             "regular file first";
-  throw IoError(where + ": is " + kind + ", not a regular file" + why, EINVAL);
+  throw IoError(where + ": is " + kind + ", not a regular file" + why, path,
+                EINVAL);
 }
 
 }  // namespace
@@ -71,8 +73,9 @@ void fail(const std::string& where, const std::string& what) {
   throw Error(where + ": " + what);
 }
 
-void fail_errno(const std::string& where, const std::string& what, int code) {
-  throw IoError(where + ": " + what + ": " + std::strerror(code), code);
+void fail_errno(const std::string& where, const std::string& path,
+                const std::string& what, int code) {
+  throw IoError(where + ": " + what + ": " + std::strerror(code), path, code);
 }
 
 std::string api(const char* fn, const std::string& path) {
@@ -105,19 +108,19 @@ void MemorySource::read(uint64_t offset, void* dst, size_t n,
 }
 
 FileSource::FileSource(const std::string& path, std::string where)
-    : ByteSource(std::move(where)) {
+    : ByteSource(std::move(where)), path_(path) {
   // Checked before opening too: opening some devices acts (a tape rewinds,
   // a watchdog arms). The fstat below is the check that counts.
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) &&
       !S_ISDIR(st.st_mode)) {
-    fail_not_regular(this->where(), st.st_mode, false);
+    fail_not_regular(this->where(), path, st.st_mode, false);
   }
   // O_NONBLOCK: a FIFO without a writer would block open() forever.
   do {
     fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   } while (fd_ < 0 && errno == EINTR);
-  if (fd_ < 0) fail_errno(this->where(), "cannot open the file", errno);
+  if (fd_ < 0) fail_errno(this->where(), path, "cannot open the file", errno);
   // A throwing constructor runs no destructor: close before each throw.
   auto close_fd = [&] {
     const int e = errno;
@@ -126,27 +129,30 @@ FileSource::FileSource(const std::string& path, std::string where)
     return e;
   };
   if (::fstat(fd_, &st) != 0) {
-    fail_errno(this->where(), "cannot stat the file", close_fd());
+    fail_errno(this->where(), path, "cannot stat the file", close_fd());
   }
   if (S_ISDIR(st.st_mode)) {
     close_fd();
-    fail_errno(this->where(), "cannot open the file", EISDIR);
+    fail_errno(this->where(), path, "cannot open the file", EISDIR);
   }
   if (!S_ISREG(st.st_mode)) {
     close_fd();
-    fail_not_regular(this->where(), st.st_mode, false);
+    fail_not_regular(this->where(), path, st.st_mode, false);
   }
   // Back to blocking reads (no effect on a regular file today, but reads
   // must never see EAGAIN).
   const int flags = ::fcntl(fd_, F_GETFL);
   if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-    fail_errno(this->where(), "cannot set up the file", close_fd());
+    fail_errno(this->where(), path, "cannot set up the file", close_fd());
   }
   size_ = static_cast<uint64_t>(st.st_size);
 }
 
 FileSource::FileSource(FileSource&& other, std::string where)
-    : ByteSource(std::move(where)), fd_(other.fd_), size_(other.size_) {
+    : ByteSource(std::move(where)),
+      path_(std::move(other.path_)),
+      fd_(other.fd_),
+      size_(other.size_) {
   other.fd_ = -1;
 }
 
@@ -163,7 +169,7 @@ void FileSource::read(uint64_t offset, void* dst, size_t n,
         ::pread(fd_, out, n < kMaxIo ? n : kMaxIo, static_cast<off_t>(offset));
     if (got < 0) {
       if (errno == EINTR) continue;
-      fail_errno(where(), "cannot read " + std::string(what), errno);
+      fail_errno(where(), path_, "cannot read " + std::string(what), errno);
     }
     if (got == 0) {
       fail(where(), "the file shrank while " + std::string(what) +
@@ -183,7 +189,7 @@ Mapping::Mapping(const FileSource& file) : ByteSource(file.where()) {
   size_ = static_cast<size_t>(file.size());
   void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE,
                    file.fd(), 0);
-  if (p == MAP_FAILED) fail_errno(where(), "cannot map the file", errno);
+  if (p == MAP_FAILED) fail_errno(where(), file.path(), "cannot map the file", errno);
   base_ = static_cast<uint8_t*>(p);
 }
 
@@ -222,12 +228,13 @@ namespace {
 
 constexpr size_t kBufferSize = size_t{1} << 20;
 
-void write_all(int fd, const uint8_t* p, size_t n, const std::string& where) {
+void write_all(int fd, const uint8_t* p, size_t n, const std::string& where,
+               const std::string& path) {
   while (n > 0) {
     const ssize_t w = ::write(fd, p, n < kMaxIo ? n : kMaxIo);
     if (w < 0) {
       if (errno == EINTR) continue;
-      fail_errno(where, "cannot write the file", errno);
+      fail_errno(where, path, "cannot write the file", errno);
     }
     p += w;
     n -= static_cast<size_t>(w);
@@ -249,7 +256,7 @@ std::string resolve_links(const std::string& path, const std::string& where) {
     struct stat st;
     if (::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return p;
     if (hops == 40) {  // the kernel's own limit (MAXSYMLINKS)
-      fail_errno(where, "cannot follow the symbolic links of the path", ELOOP);
+      fail_errno(where, path, "cannot follow the symbolic links of the path", ELOOP);
     }
     std::vector<char> buf(static_cast<size_t>(st.st_size > 0 ? st.st_size : 255) + 1);
     ssize_t n;
@@ -257,7 +264,7 @@ std::string resolve_links(const std::string& path, const std::string& where) {
            static_cast<size_t>(n) == buf.size()) {
       buf.resize(buf.size() * 2);  // the link grew since lstat
     }
-    if (n < 0) fail_errno(where, "cannot read the symbolic link " + quote(p), errno);
+    if (n < 0) fail_errno(where, path, "cannot read the symbolic link " + quote(p), errno);
     const std::string link(buf.data(), static_cast<size_t>(n));
     p = !link.empty() && link[0] == '/' ? link : dir_of(p) + "/" + link;
   }
@@ -290,32 +297,33 @@ std::string temp_name(const std::string& dir) {
 }  // namespace
 
 AtomicFile::AtomicFile(const std::string& path, std::string where)
-    : where_(std::move(where)), target_(resolve_links(path, where_)) {
+    : where_(std::move(where)),
+      path_(path),
+      target_(resolve_links(path, where_)) {
   struct stat st;
   const bool exists = ::lstat(target_.c_str(), &st) == 0;
   if (!exists && errno != ENOENT) {
-    fail_errno(where_, "cannot create the file", errno);
+    fail_io("cannot create the file", errno);
   }
   if (exists) {
-    if (S_ISDIR(st.st_mode)) fail_errno(where_, "cannot create the file", EISDIR);
-    if (!S_ISREG(st.st_mode)) fail_not_regular(where_, st.st_mode, true);
+    if (S_ISDIR(st.st_mode)) fail_io("cannot create the file", EISDIR);
+    if (!S_ISREG(st.st_mode)) fail_not_regular(where_, path_, st.st_mode, true);
     // As numpy.save's open() would refuse it (root passes, as there).
     if (::faccessat(AT_FDCWD, target_.c_str(), W_OK, AT_EACCESS) != 0) {
       const int e = errno;
       char mode[8];
       std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-      fail_errno(where_,
-                 std::string("the file exists and is not writable by this user "
-                             "(mode ") + mode + ", owner uid " +
-                     std::to_string(st.st_uid) +
-                     "); make it writable (chmod u+w) or save to another path",
-                 e);
+      fail_io(std::string("the file exists and is not writable by this user "
+                          "(mode ") + mode + ", owner uid " +
+                  std::to_string(st.st_uid) +
+                  "); make it writable (chmod u+w) or save to another path",
+              e);
     }
     if (st.st_nlink > 1) {
       do {
         in_place_fd_ = ::open(target_.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
       } while (in_place_fd_ < 0 && errno == EINTR);
-      if (in_place_fd_ < 0) fail_errno(where_, "cannot open the file", errno);
+      if (in_place_fd_ < 0) fail_io("cannot open the file", errno);
     }
   }
   const std::string dir = dir_of(target_);
@@ -332,13 +340,12 @@ AtomicFile::AtomicFile(const std::string& path, std::string where)
       temp_.clear();
       if (in_place_fd_ >= 0) ::close(in_place_fd_);
       in_place_fd_ = -1;
-      fail_errno(where_,
-                 exists ? "cannot create a temporary file in " + quote(dir) +
-                              " (the new file is written there and then moved "
-                              "into place, so a failed save never leaves a "
-                              "partial file)"
-                        : std::string("cannot create the file"),
-                 e);
+      fail_io(exists ? "cannot create a temporary file in " + quote(dir) +
+                           " (the new file is written there and then moved "
+                           "into place, so a failed save never leaves a "
+                           "partial file)"
+                     : std::string("cannot create the file"),
+              e);
     }
   }
   if (exists && in_place_fd_ < 0) {
@@ -352,6 +359,10 @@ AtomicFile::AtomicFile(const std::string& path, std::string where)
   buffer_.reserve(kBufferSize);
 }
 
+void AtomicFile::fail_io(const std::string& what, int code) const {
+  fail_errno(where_, path_, what, code);
+}
+
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) ::close(fd_);
   if (in_place_fd_ >= 0) ::close(in_place_fd_);
@@ -359,7 +370,7 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::flush() {
-  write_all(fd_, buffer_.data(), buffer_.size(), where_);
+  write_all(fd_, buffer_.data(), buffer_.size(), where_, path_);
   buffer_.clear();
 }
 
@@ -372,7 +383,7 @@ void AtomicFile::write(const void* data, size_t n) {
     if (n < kBufferSize) {
       buffer_.insert(buffer_.end(), p, p + n);
     } else {
-      write_all(fd_, p, n, where_);
+      write_all(fd_, p, n, where_, path_);
     }
   }
   offset_ += n;
@@ -385,7 +396,7 @@ void AtomicFile::write_at(uint64_t offset, const void* data, size_t n) {
     const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
     if (w < 0) {
       if (errno == EINTR) continue;
-      fail_errno(where_, "cannot write the file", errno);
+      fail_io("cannot write the file", errno);
     }
     p += w;
     offset += static_cast<uint64_t>(w);
@@ -397,7 +408,7 @@ void AtomicFile::copy_in_place() {
   // Over the old bytes from the start, then cut to the new size: the file
   // never shrinks below its new size on the way.
   if (::lseek(fd_, 0, SEEK_SET) != 0) {
-    fail_errno(where_, "cannot read back the temporary file", errno);
+    fail_io("cannot read back the temporary file", errno);
   }
   std::vector<uint8_t> chunk(kBufferSize);
   uint64_t done = 0;
@@ -405,7 +416,7 @@ void AtomicFile::copy_in_place() {
     const ssize_t got = ::read(fd_, chunk.data(), chunk.size());
     if (got < 0) {
       if (errno == EINTR) continue;
-      fail_errno(where_, "cannot read back the temporary file", errno);
+      fail_io("cannot read back the temporary file", errno);
     }
     if (got == 0) fail(where_, "the temporary file shrank while being copied");
     const uint8_t* p = chunk.data();
@@ -414,9 +425,9 @@ void AtomicFile::copy_in_place() {
       const ssize_t w = ::pwrite(in_place_fd_, p, n, static_cast<off_t>(done));
       if (w < 0) {
         if (errno == EINTR) continue;
-        fail_errno(where_, "cannot write the file (it may now be partly "
-                           "rewritten: it has several hard links, so it is "
-                           "written in place)", errno);
+        fail_io("cannot write the file (it may now be partly rewritten: it "
+                "has several hard links, so it is written in place)",
+                errno);
       }
       p += w;
       n -= static_cast<size_t>(w);
@@ -424,7 +435,7 @@ void AtomicFile::copy_in_place() {
     }
   }
   if (::ftruncate(in_place_fd_, static_cast<off_t>(offset_)) != 0) {
-    fail_errno(where_, "cannot truncate the file to its new size", errno);
+    fail_io("cannot truncate the file to its new size", errno);
   }
 }
 
@@ -434,14 +445,14 @@ void AtomicFile::commit() {
     copy_in_place();
     const int fd = in_place_fd_;
     in_place_fd_ = -1;
-    if (::close(fd) != 0) fail_errno(where_, "cannot write the file", errno);
+    if (::close(fd) != 0) fail_io("cannot write the file", errno);
     return;  // the destructor removes the temporary
   }
   const int fd = fd_;
   fd_ = -1;
-  if (::close(fd) != 0) fail_errno(where_, "cannot write the file", errno);
+  if (::close(fd) != 0) fail_io("cannot write the file", errno);
   if (::rename(temp_.c_str(), target_.c_str()) != 0) {
-    fail_errno(where_, "cannot move the new file into place", errno);
+    fail_io("cannot move the new file into place", errno);
   }
   temp_.clear();
 }

@@ -16,23 +16,15 @@
 
 namespace torchbridge::format {
 
-// An I/O failure from the operating system; `code` is the errno value (the
-// Python bindings turn it into the matching OSError subclass).
-class IoError : public Error {
- public:
-  IoError(const std::string& what, int code) : Error(what), code_(code) {}
-  int code() const noexcept { return code_; }
-
- private:
-  int code_;
-};
+// The public torchbridge::IoError (<torchbridge/error.h>): errno and path.
+using torchbridge::IoError;
 
 // Throws Error("<where>: <what>").
 [[noreturn]] void fail(const std::string& where, const std::string& what);
 
-// Throws IoError("<where>: <what>: <strerror(code)>").
-[[noreturn]] void fail_errno(const std::string& where, const std::string& what,
-                             int code);
+// Throws IoError("<where>: <what>: <strerror(code)>") for `path`.
+[[noreturn]] void fail_errno(const std::string& where, const std::string& path,
+                             const std::string& what, int code);
 
 // `s` in double quotes, with quotes, backslashes and control bytes escaped.
 std::string quote(const std::string& s);
@@ -102,8 +94,11 @@ class FileSource final : public ByteSource {
   void read(uint64_t offset, void* dst, size_t n,
             const char* what) const override;
   int fd() const { return fd_; }
+  // The path it was opened by (what IoError::path() reports).
+  const std::string& path() const { return path_; }
 
  private:
+  std::string path_;
   int fd_ = -1;
   uint64_t size_ = 0;
 };
@@ -213,7 +208,9 @@ class AtomicFile final : public Sink {
  private:
   void flush();
   void copy_in_place();
+  [[noreturn]] void fail_io(const std::string& what, int code) const;
   std::string where_;
+  std::string path_;  // as given (IoError::path())
   std::string target_;
   std::string temp_;
   int fd_ = -1;          // the temporary

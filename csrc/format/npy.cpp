@@ -1,5 +1,7 @@
 #include "npy.h"
 
+#include "magic.h"
+
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -408,7 +410,7 @@ NpyHeader read_npy_header(Stream& in, const std::string& where, DataFit fit) {
   if (total < 10) {
     const size_t n = static_cast<size_t>(total);
     in.read(pre, n, "the magic");
-    if (n >= 4 && std::memcmp(pre, "PK", 2) == 0) {
+    if (sniff(pre, n) == FileKind::kZip) {
       fail(where, "not a .npy file: it starts like a zip archive");
     }
     fail(where, "not a .npy file: it has " + std::to_string(n) +
@@ -418,8 +420,7 @@ NpyHeader read_npy_header(Stream& in, const std::string& where, DataFit fit) {
   in.read(pre, 8, "the magic");
   if (std::memcmp(pre, kMagic, kMagicLen) != 0) {
     std::string hint;
-    if (std::memcmp(pre, "PK\x03\x04", 4) == 0 ||
-        std::memcmp(pre, "PK\x05\x06", 4) == 0) {
+    if (sniff(pre, 8) == FileKind::kZip) {
       hint = " (it is a zip archive: load .npz files with npz::load)";
     }
     fail(where, "not a .npy file: it starts with bytes " + hex_bytes(pre, 6) +

@@ -1,11 +1,12 @@
 #include "zip.h"
 
+#include "magic.h"
+
 #include <zlib.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdio>
-#include <cstring>
 #include <unordered_map>
 
 namespace torchbridge::format {
@@ -179,27 +180,37 @@ std::string entry_name(const std::string& name) {
   return "member " + printable(name);
 }
 
-}  // namespace
+// Where the central directory is and how many entries it holds, as the end
+// records say (zip64's values once read_zip64_end has run).
+struct EndRecord {
+  uint64_t end_pos = 0;  // offset of the end-of-central-directory record
+  uint64_t disk = 0;
+  uint64_t cd_disk = 0;
+  uint64_t n_disk = 0;   // entries on this disk
+  uint64_t n_total = 0;  // entries in all
+  uint64_t cd_size = 0;
+  uint64_t cd_off = 0;
+  uint64_t cd_limit = 0;  // where the central directory must end
+};
 
-std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
+// A .npy file handed to the zip reader gets pointed at npy::load rather
+// than only hearing "not a zip archive".
+std::string npy_hint(const ByteSource& src) {
+  return sniff(src) == FileKind::kNpy
+             ? " (it is a .npy file: load it with npy::load)"
+             : "";
+}
+
+// A zip is entered from its end: the end record sits in the last 22 + 65535
+// (comment) bytes; the last signature whose comment fits is taken.
+EndRecord read_end_record(const ByteSource& src) {
   const std::string& where = src.where();
   const uint64_t size = src.size();
-  auto npy_hint = [&]() -> std::string {
-    uint8_t head[6];
-    if (size >= 6) {
-      src.read(0, head, 6, "the magic");
-      if (std::memcmp(head, "\x93NUMPY", 6) == 0) {
-        return " (it is a .npy file: load it with npy::load)";
-      }
-    }
-    return "";
-  };
   if (size < kEndLen) {
     fail(where, "not a zip archive: it has " + std::to_string(size) +
-                    " bytes, fewer than the 22 of an empty archive" + npy_hint());
+                    " bytes, fewer than the 22 of an empty archive" +
+                    npy_hint(src));
   }
-  // The end record sits in the last 22 + 65535 (comment) bytes; take the
-  // last signature whose comment fits.
   const size_t tail_len = static_cast<size_t>(std::min<uint64_t>(size, kEndLen + 0xFFFF));
   std::vector<uint8_t> tail(tail_len);
   src.read(size - tail_len, tail.data(), tail_len, "the end of the archive");
@@ -212,207 +223,260 @@ std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
   }
   if (at == SIZE_MAX) {
     fail(where, "not a zip archive: no end-of-central-directory record" +
-                    npy_hint());
+                    npy_hint(src));
   }
-  const uint64_t end_pos = size - tail_len + at;
   const uint8_t* e = &tail[at];
-  uint64_t disk = rd16(e + 4), cd_disk = rd16(e + 6);
-  uint64_t n_disk = rd16(e + 8), n_total = rd16(e + 10);
-  uint64_t cd_size = rd32(e + 12), cd_off = rd32(e + 16);
-  uint64_t cd_limit = end_pos;  // the central directory ends here
+  EndRecord end;
+  end.end_pos = size - tail_len + at;
+  end.disk = rd16(e + 4);
+  end.cd_disk = rd16(e + 6);
+  end.n_disk = rd16(e + 8);
+  end.n_total = rd16(e + 10);
+  end.cd_size = rd32(e + 12);
+  end.cd_off = rd32(e + 16);
+  end.cd_limit = end.end_pos;
+  return end;
+}
 
-  if (end_pos >= kEnd64LocatorLen) {
-    uint8_t loc[kEnd64LocatorLen];
-    const uint64_t loc_pos = end_pos - kEnd64LocatorLen;
-    src.read(loc_pos, loc, sizeof loc, "the zip64 end locator");
-    if (rd32(loc) == kEnd64LocatorSig) {
-      const uint64_t z_disk = rd32(loc + 4), z_off = rd64(loc + 8);
-      const uint64_t disks = rd32(loc + 16);
-      if (z_disk != 0 || disks > 1) {
-        fail(where, "multi-disk (spanned) zip archives are not supported");
-      }
-      if (z_off > loc_pos || loc_pos - z_off < kEnd64Len) {
-        fail(where, "bad zip64 end locator: it points at offset " +
-                        std::to_string(z_off) + ", where no zip64 end record fits");
-      }
-      uint8_t z[kEnd64Len];
-      src.read(z_off, z, sizeof z, "the zip64 end record");
-      const uint64_t rec_size = rd64(z + 4);
-      if (rd32(z) != kEnd64Sig) {
-        fail(where, "bad zip64 end record: wrong signature " + hex32(rd32(z)) +
-                        " at offset " + std::to_string(z_off));
-      }
-      if (rec_size < kEnd64Len - 12 || rec_size != loc_pos - z_off - 12) {
-        fail(where, "bad zip64 end record: its size field (" +
-                        std::to_string(rec_size) +
-                        ") disagrees with where the locator follows it");
-      }
-      const uint64_t z_disk2 = rd32(z + 16), z_cd_disk = rd32(z + 20);
-      const uint64_t z_n_disk = rd64(z + 24), z_n_total = rd64(z + 32);
-      const uint64_t z_cd_size = rd64(z + 40), z_cd_off = rd64(z + 48);
-      auto agree = [&](uint64_t v32, uint64_t sentinel, uint64_t v64, const char* what) {
-        if (v32 != sentinel && v32 != v64) {
-          fail(where, std::string("the zip64 end record disagrees with the end "
-                                  "record on the ") + what + " (" +
-                          std::to_string(v64) + " vs " + std::to_string(v32) + ")");
-        }
-      };
-      agree(n_total, k16, z_n_total, "entry count");
-      agree(n_disk, k16, z_n_disk, "entry count");
-      agree(cd_size, k32, z_cd_size, "central directory size");
-      agree(cd_off, k32, z_cd_off, "central directory offset");
-      disk = z_disk2;
-      cd_disk = z_cd_disk;
-      n_disk = z_n_disk;
-      n_total = z_n_total;
-      cd_size = z_cd_size;
-      cd_off = z_cd_off;
-      cd_limit = z_off;
-    }
-  }
-  if (disk != 0 || cd_disk != 0 || n_disk != n_total) {
+// Archives of 65535+ members or past 4 GiB keep the true counts and offsets
+// in a zip64 end record, found through the locator just before the end
+// record. Both must agree wherever the 32-bit field is not the sentinel, and
+// the zip64 record must end exactly where the locator starts.
+void read_zip64_end(const ByteSource& src, EndRecord& end) {
+  const std::string& where = src.where();
+  if (end.end_pos < kEnd64LocatorLen) return;
+  uint8_t loc[kEnd64LocatorLen];
+  const uint64_t loc_pos = end.end_pos - kEnd64LocatorLen;
+  src.read(loc_pos, loc, sizeof loc, "the zip64 end locator");
+  if (rd32(loc) != kEnd64LocatorSig) return;
+  const uint64_t z_disk = rd32(loc + 4), z_off = rd64(loc + 8);
+  const uint64_t disks = rd32(loc + 16);
+  if (z_disk != 0 || disks > 1) {
     fail(where, "multi-disk (spanned) zip archives are not supported");
   }
-  if (checked_add(cd_off, cd_size, where, "the central directory's end") != cd_limit) {
+  if (z_off > loc_pos || loc_pos - z_off < kEnd64Len) {
+    fail(where, "bad zip64 end locator: it points at offset " +
+                    std::to_string(z_off) + ", where no zip64 end record fits");
+  }
+  uint8_t z[kEnd64Len];
+  src.read(z_off, z, sizeof z, "the zip64 end record");
+  const uint64_t rec_size = rd64(z + 4);
+  if (rd32(z) != kEnd64Sig) {
+    fail(where, "bad zip64 end record: wrong signature " + hex32(rd32(z)) +
+                    " at offset " + std::to_string(z_off));
+  }
+  if (rec_size < kEnd64Len - 12 || rec_size != loc_pos - z_off - 12) {
+    fail(where, "bad zip64 end record: its size field (" +
+                    std::to_string(rec_size) +
+                    ") disagrees with where the locator follows it");
+  }
+  const uint64_t z_disk2 = rd32(z + 16), z_cd_disk = rd32(z + 20);
+  const uint64_t z_n_disk = rd64(z + 24), z_n_total = rd64(z + 32);
+  const uint64_t z_cd_size = rd64(z + 40), z_cd_off = rd64(z + 48);
+  auto agree = [&](uint64_t v32, uint64_t sentinel, uint64_t v64, const char* what) {
+    if (v32 != sentinel && v32 != v64) {
+      fail(where, std::string("the zip64 end record disagrees with the end "
+                              "record on the ") + what + " (" +
+                      std::to_string(v64) + " vs " + std::to_string(v32) + ")");
+    }
+  };
+  agree(end.n_total, k16, z_n_total, "entry count");
+  agree(end.n_disk, k16, z_n_disk, "entry count");
+  agree(end.cd_size, k32, z_cd_size, "central directory size");
+  agree(end.cd_off, k32, z_cd_off, "central directory offset");
+  end.disk = z_disk2;
+  end.cd_disk = z_cd_disk;
+  end.n_disk = z_n_disk;
+  end.n_total = z_n_total;
+  end.cd_size = z_cd_size;
+  end.cd_off = z_cd_off;
+  end.cd_limit = z_off;
+}
+
+// The central directory must fill exactly the bytes before the end records
+// and hold at least 46 bytes per claimed entry, so neither its size nor the
+// entry count can size a buffer beyond what the file holds.
+void check_directory_extent(const std::string& where, const EndRecord& end) {
+  if (end.disk != 0 || end.cd_disk != 0 || end.n_disk != end.n_total) {
+    fail(where, "multi-disk (spanned) zip archives are not supported");
+  }
+  if (checked_add(end.cd_off, end.cd_size, where, "the central directory's end") !=
+      end.cd_limit) {
     fail(where, "bad central directory: it is said to span bytes " +
-                    std::to_string(cd_off) + ".." + std::to_string(cd_off + cd_size) +
-                    ", but the end record is at " + std::to_string(cd_limit));
+                    std::to_string(end.cd_off) + ".." +
+                    std::to_string(end.cd_off + end.cd_size) +
+                    ", but the end record is at " + std::to_string(end.cd_limit));
   }
-  if (n_total > cd_size / kCentralLen) {
+  if (end.n_total > end.cd_size / kCentralLen) {
     fail(where, "bad central directory: the end record claims " +
-                    std::to_string(n_total) + " entries, more than its " +
-                    std::to_string(cd_size) + " bytes can hold");
+                    std::to_string(end.n_total) + " entries, more than its " +
+                    std::to_string(end.cd_size) + " bytes can hold");
   }
-  std::vector<uint8_t> cd(static_cast<size_t>(cd_size));
-  src.read(cd_off, cd.data(), cd.size(), "the central directory");
+}
 
+// Entry `i` of the central directory at cd[pos], its zip64 sizes and offset
+// resolved; advances `pos` past it. Refuses an entry that runs past the
+// directory, a name that is empty or holds NUL, and a member on another disk.
+ZipMember parse_central_entry(const std::vector<uint8_t>& cd, size_t& pos,
+                              uint64_t i, const std::string& where) {
+  const std::string nth = "central directory entry " + std::to_string(i);
+  if (cd.size() - pos < kCentralLen) {
+    fail(where, "bad central directory: " + nth + " is truncated");
+  }
+  const uint8_t* c = &cd[pos];
+  if (rd32(c) != kCentralSig) {
+    fail(where, "bad central directory: " + nth + " has signature " +
+                    hex32(rd32(c)) + ", not PK\\1\\2");
+  }
+  ZipMember m;
+  m.flags = rd16(c + 8);
+  m.method = rd16(c + 10);
+  m.crc32 = rd32(c + 16);
+  m.compressed_size = rd32(c + 20);
+  m.size = rd32(c + 24);
+  const size_t nlen = rd16(c + 28), xlen = rd16(c + 30), clen = rd16(c + 32);
+  uint64_t start_disk = rd16(c + 34);
+  m.local_offset = rd32(c + 42);
+  if (cd.size() - pos - kCentralLen < nlen + xlen + clen) {
+    fail(where, "bad central directory: " + nth + " runs past the directory's end");
+  }
+  m.name.assign(reinterpret_cast<const char*>(c + kCentralLen), nlen);
+  parse_extra(c + kCentralLen + nlen, xlen,
+              {&m.size, &m.compressed_size, &m.local_offset}, where,
+              entry_name(m.name));
+  if (start_disk == k16) {
+    // Would be in the zip64 field; any such archive is multi-disk.
+    start_disk = 1;
+  }
+  pos += kCentralLen + nlen + xlen + clen;
+
+  if (m.name.empty() || m.name.find('\0') != std::string::npos) {
+    fail(where, nth + " has an empty name or one with a NUL byte");
+  }
+  if (start_disk != 0) fail(where, "multi-disk (spanned) zip archives are not supported");
+  return m;
+}
+
+// What torchbridge can read: no encryption, stored or deflate only, stored
+// sizes equal, and no deflate member declaring more than deflate's 1032:1
+// (so inflated sizes stay within 1032x the archive).
+void check_member_kind(const ZipMember& m, const std::string& where) {
+  const std::string entry = entry_name(m.name);
+  if (m.flags & (kFlagEncrypted | kFlagStrongEncryption | kFlagMaskedHeaders)) {
+    fail(where, entry + " is encrypted; .npz archives are never encrypted");
+  }
+  if (m.method != 0 && m.method != 8) {
+    fail(where, entry + " uses compression method " + std::to_string(m.method) +
+                    " (" + method_name(m.method) + "); torchbridge reads stored "
+                    "(0) and deflate (8) members, which numpy.savez and "
+                    "savez_compressed write");
+  }
+  if (m.method == 0 && m.compressed_size != m.size) {
+    fail(where, entry + " is stored (not compressed) but its sizes differ (" +
+                    std::to_string(m.compressed_size) + " stored, " +
+                    std::to_string(m.size) + " declared)");
+  }
+  if (m.method == 8) {
+    uint64_t bound;
+    if (!__builtin_mul_overflow(m.compressed_size, kMaxDeflateRatio, &bound) &&
+        m.size > bound + 64) {
+      fail(where, entry + " declares " + std::to_string(m.size) +
+                      " bytes from " + std::to_string(m.compressed_size) +
+                      " compressed ones, over deflate's maximum ratio of "
+                      "1032:1 (a zip bomb or a corrupt archive)");
+    }
+  }
+}
+
+// Every entry of the central directory (which check_directory_extent has
+// bounded), parsed and checked; the entries must fill it exactly, so a
+// wrong entry count in the end record is caught.
+std::vector<ZipMember> read_central_directory(const ByteSource& src,
+                                              const EndRecord& end) {
+  const std::string& where = src.where();
+  std::vector<uint8_t> cd(static_cast<size_t>(end.cd_size));
+  src.read(end.cd_off, cd.data(), cd.size(), "the central directory");
   std::vector<ZipMember> members;
-  members.reserve(static_cast<size_t>(n_total));
+  members.reserve(static_cast<size_t>(end.n_total));
   size_t pos = 0;
-  for (uint64_t i = 0; i < n_total; ++i) {
-    const std::string nth = "central directory entry " + std::to_string(i);
-    if (cd.size() - pos < kCentralLen) {
-      fail(where, "bad central directory: " + nth + " is truncated");
-    }
-    const uint8_t* c = &cd[pos];
-    if (rd32(c) != kCentralSig) {
-      fail(where, "bad central directory: " + nth + " has signature " +
-                      hex32(rd32(c)) + ", not PK\\1\\2");
-    }
-    ZipMember m;
-    m.flags = rd16(c + 8);
-    m.method = rd16(c + 10);
-    m.crc32 = rd32(c + 16);
-    m.compressed_size = rd32(c + 20);
-    m.size = rd32(c + 24);
-    const size_t nlen = rd16(c + 28), xlen = rd16(c + 30), clen = rd16(c + 32);
-    uint64_t start_disk = rd16(c + 34);
-    m.local_offset = rd32(c + 42);
-    if (cd.size() - pos - kCentralLen < nlen + xlen + clen) {
-      fail(where, "bad central directory: " + nth + " runs past the directory's end");
-    }
-    m.name.assign(reinterpret_cast<const char*>(c + kCentralLen), nlen);
-    const std::string entry = entry_name(m.name);
-    parse_extra(c + kCentralLen + nlen, xlen,
-                {&m.size, &m.compressed_size, &m.local_offset}, where, entry);
-    if (start_disk == k16) {
-      // Would be in the zip64 field; any such archive is multi-disk.
-      start_disk = 1;
-    }
-    pos += kCentralLen + nlen + xlen + clen;
-
-    if (m.name.empty() || m.name.find('\0') != std::string::npos) {
-      fail(where, nth + " has an empty name or one with a NUL byte");
-    }
-    if (start_disk != 0) fail(where, "multi-disk (spanned) zip archives are not supported");
-    if (m.flags & (kFlagEncrypted | kFlagStrongEncryption | kFlagMaskedHeaders)) {
-      fail(where, entry + " is encrypted; .npz archives are never encrypted");
-    }
-    if (m.method != 0 && m.method != 8) {
-      fail(where, entry + " uses compression method " + std::to_string(m.method) +
-                      " (" + method_name(m.method) + "); torchbridge reads stored "
-                      "(0) and deflate (8) members, which numpy.savez and "
-                      "savez_compressed write");
-    }
-    if (m.method == 0 && m.compressed_size != m.size) {
-      fail(where, entry + " is stored (not compressed) but its sizes differ (" +
-                      std::to_string(m.compressed_size) + " stored, " +
-                      std::to_string(m.size) + " declared)");
-    }
-    if (m.method == 8) {
-      uint64_t bound;
-      if (!__builtin_mul_overflow(m.compressed_size, kMaxDeflateRatio, &bound) &&
-          m.size > bound + 64) {
-        fail(where, entry + " declares " + std::to_string(m.size) +
-                        " bytes from " + std::to_string(m.compressed_size) +
-                        " compressed ones, over deflate's maximum ratio of "
-                        "1032:1 (a zip bomb or a corrupt archive)");
-      }
-    }
+  for (uint64_t i = 0; i < end.n_total; ++i) {
+    ZipMember m = parse_central_entry(cd, pos, i, where);
+    check_member_kind(m, where);
     members.push_back(std::move(m));
   }
   if (pos != cd.size()) {
     fail(where, "bad central directory: " + std::to_string(cd.size() - pos) +
-                    " bytes follow its " + std::to_string(n_total) +
+                    " bytes follow its " + std::to_string(end.n_total) +
                     " entries (the end record's entry count is wrong)");
   }
+  return members;
+}
 
-  // Local headers must repeat the central entries, and data must lie before
-  // the central directory.
-  for (auto& m : members) {
-    const std::string entry = entry_name(m.name);
-    if (m.local_offset > cd_off || cd_off - m.local_offset < kLocalLen) {
-      fail(where, entry + ": its local header offset " +
-                      std::to_string(m.local_offset) +
-                      " is not before the central directory");
-    }
-    uint8_t l[kLocalLen];
-    src.read(m.local_offset, l, kLocalLen, "a local header");
-    if (rd32(l) != kLocalSig) {
-      fail(where, entry + ": no local header at offset " +
-                      std::to_string(m.local_offset) + " (signature " +
-                      hex32(rd32(l)) + ")");
-    }
-    const uint16_t lflags = rd16(l + 6), lmethod = rd16(l + 8);
-    const uint32_t lcrc = rd32(l + 14);
-    uint64_t lcsize = rd32(l + 18), lsize = rd32(l + 22);
-    const size_t lnlen = rd16(l + 26), lxlen = rd16(l + 28);
-    const uint64_t var_end = m.local_offset + kLocalLen + lnlen + lxlen;
-    if (var_end > cd_off) {
-      fail(where, entry + ": its local header runs into the central directory");
-    }
-    std::vector<uint8_t> var(lnlen + lxlen);
-    src.read(m.local_offset + kLocalLen, var.data(), var.size(), "a local header");
-    const std::string lname(reinterpret_cast<const char*>(var.data()), lnlen);
-    if (lname != m.name) {
-      fail(where, entry + ": the local header names it " + printable(lname) +
-                      "; the central directory and local header disagree");
-    }
-    if (lmethod != m.method ||
-        (lflags & kFlagEncrypted) != (m.flags & kFlagEncrypted)) {
-      fail(where, entry + ": the local header's method or flags (" +
-                      std::to_string(lmethod) + ", " + std::to_string(lflags) +
+// Readers that trust local headers (streaming unzip tools) and readers that
+// trust the central directory must see the same member: the local header
+// must repeat the entry's name, method, encryption flag, CRC and sizes, and
+// header and data must lie before the central directory. Sets data_offset.
+void check_local_header(const ByteSource& src, ZipMember& m, uint64_t cd_off) {
+  const std::string& where = src.where();
+  const std::string entry = entry_name(m.name);
+  if (m.local_offset > cd_off || cd_off - m.local_offset < kLocalLen) {
+    fail(where, entry + ": its local header offset " +
+                    std::to_string(m.local_offset) +
+                    " is not before the central directory");
+  }
+  uint8_t l[kLocalLen];
+  src.read(m.local_offset, l, kLocalLen, "a local header");
+  if (rd32(l) != kLocalSig) {
+    fail(where, entry + ": no local header at offset " +
+                    std::to_string(m.local_offset) + " (signature " +
+                    hex32(rd32(l)) + ")");
+  }
+  const uint16_t lflags = rd16(l + 6), lmethod = rd16(l + 8);
+  const uint32_t lcrc = rd32(l + 14);
+  uint64_t lcsize = rd32(l + 18), lsize = rd32(l + 22);
+  const size_t lnlen = rd16(l + 26), lxlen = rd16(l + 28);
+  const uint64_t var_end = m.local_offset + kLocalLen + lnlen + lxlen;
+  if (var_end > cd_off) {
+    fail(where, entry + ": its local header runs into the central directory");
+  }
+  std::vector<uint8_t> var(lnlen + lxlen);
+  src.read(m.local_offset + kLocalLen, var.data(), var.size(), "a local header");
+  const std::string lname(reinterpret_cast<const char*>(var.data()), lnlen);
+  if (lname != m.name) {
+    fail(where, entry + ": the local header names it " + printable(lname) +
+                    "; the central directory and local header disagree");
+  }
+  if (lmethod != m.method ||
+      (lflags & kFlagEncrypted) != (m.flags & kFlagEncrypted)) {
+    fail(where, entry + ": the local header's method or flags (" +
+                    std::to_string(lmethod) + ", " + std::to_string(lflags) +
+                    ") disagree with the central directory's (" +
+                    std::to_string(m.method) + ", " + std::to_string(m.flags) + ")");
+  }
+  if (!(m.flags & kFlagDescriptor) && !(lflags & kFlagDescriptor)) {
+    parse_extra(var.data() + lnlen, lxlen, {&lsize, &lcsize, nullptr}, where,
+                entry + " (local header)");
+    if (lcrc != m.crc32 || lcsize != m.compressed_size || lsize != m.size) {
+      fail(where, entry + ": the local header's CRC and sizes (" + hex32(lcrc) +
+                      ", " + std::to_string(lcsize) + ", " + std::to_string(lsize) +
                       ") disagree with the central directory's (" +
-                      std::to_string(m.method) + ", " + std::to_string(m.flags) + ")");
-    }
-    if (!(m.flags & kFlagDescriptor) && !(lflags & kFlagDescriptor)) {
-      parse_extra(var.data() + lnlen, lxlen, {&lsize, &lcsize, nullptr}, where,
-                  entry + " (local header)");
-      if (lcrc != m.crc32 || lcsize != m.compressed_size || lsize != m.size) {
-        fail(where, entry + ": the local header's CRC and sizes (" + hex32(lcrc) +
-                        ", " + std::to_string(lcsize) + ", " + std::to_string(lsize) +
-                        ") disagree with the central directory's (" +
-                        hex32(m.crc32) + ", " + std::to_string(m.compressed_size) +
-                        ", " + std::to_string(m.size) + ")");
-      }
-    }
-    m.data_offset = var_end;
-    if (m.compressed_size > cd_off - m.data_offset) {
-      fail(where, entry + ": its " + std::to_string(m.compressed_size) +
-                      " bytes of data run past the start of the central "
-                      "directory (truncated or corrupt archive)");
+                      hex32(m.crc32) + ", " + std::to_string(m.compressed_size) +
+                      ", " + std::to_string(m.size) + ")");
     }
   }
+  m.data_offset = var_end;
+  if (m.compressed_size > cd_off - m.data_offset) {
+    fail(where, entry + ": its " + std::to_string(m.compressed_size) +
+                    " bytes of data run past the start of the central "
+                    "directory (truncated or corrupt archive)");
+  }
+}
+
+// The overlapping-member zip bomb: entries sharing bytes make one small
+// archive inflate the same data many times. Each member (header and data)
+// must end before the next one, by offset, starts.
+void check_no_overlap(const std::string& where,
+                      const std::vector<ZipMember>& members) {
   std::vector<const ZipMember*> by_offset;
   by_offset.reserve(members.size());
   for (const auto& m : members) by_offset.push_back(&m);
@@ -429,9 +493,13 @@ std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
                       "bomb or a corrupt archive)");
     }
   }
-  // Unique by the decoded name, which is what callers key on: "\x82.npy"
-  // without the UTF-8 flag and "\xc3\xa9.npy" with it both decode to the
-  // same UTF-8 name.
+}
+
+// Names to UTF-8 (code page 437 without the UTF-8 flag, as Python's zipfile
+// decodes them), unique by the decoded name, which is what callers key on:
+// "\x82.npy" without the flag and "\xc3\xa9.npy" with it both decode to the
+// same name, and one of the two would be lost.
+void decode_names(const std::string& where, std::vector<ZipMember>& members) {
   std::vector<std::string> raw(members.size());
   std::unordered_map<std::string, size_t> seen;
   seen.reserve(members.size());
@@ -453,6 +521,18 @@ std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
                     "; loading it would drop one of them. Names in an "
                     "archive must be unique: rewrite it with distinct names");
   }
+}
+
+}  // namespace
+
+std::vector<ZipMember> read_zip_directory(const ByteSource& src) {
+  EndRecord end = read_end_record(src);
+  read_zip64_end(src, end);
+  check_directory_extent(src.where(), end);
+  std::vector<ZipMember> members = read_central_directory(src, end);
+  for (auto& m : members) check_local_header(src, m, end.cd_off);
+  check_no_overlap(src.where(), members);
+  decode_names(src.where(), members);
   return members;
 }
 

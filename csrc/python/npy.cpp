@@ -1,23 +1,24 @@
 // torchbridge.load / torchbridge.save: .npy and .npz files through the C++
-// core (torchbridge::npy, torchbridge::npz), with the GIL released while the
-// files are read or written. Python sees malformed files as ValueError and
-// I/O failures as OSError (FileNotFoundError, PermissionError, ...).
+// core's public API (torchbridge::load, npy::save, npz::save), with the GIL
+// released while the files are read or written. Python sees malformed files
+// as ValueError and I/O failures (torchbridge::IoError) as OSError
+// (FileNotFoundError, PermissionError, ...).
 
 #include "args.h"
 #include "convert.h"
 #include "dtypes.h"
 
-#include "../core/internal.h"
-#include "../format/io.h"
+#include "../core/internal.h"  // detail::move_to_device
 
+#include <torchbridge/error.h>
 #include <torchbridge/npy.h>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 
-
 #include <cstring>
+#include <variant>
 
 namespace torchbridge::python {
 namespace {
@@ -50,7 +51,7 @@ auto without_gil(F&& f) -> decltype(f()) {
   try {
     GilRelease nogil;
     return f();
-  } catch (const format::IoError& e) {
+  } catch (const IoError& e) {
     message = e.what();
     code = e.code();
     io = true;
@@ -94,19 +95,21 @@ PyObject* py_load(PyObject*, PyObject* const* args, Py_ssize_t nargs,
   };
   // Open, sniff, parse, read and move all without the GIL: a slow or
   // blocking file must not stop the other Python threads.
-  detail::LoadedFile loaded = without_gil([&] {
-    detail::LoadedFile out = detail::load_file(path, options, "load");
-    if (!out.is_npz) {
-      out.tensor = place(out.tensor);
+  Loaded loaded = without_gil([&] {
+    Loaded out = torchbridge::load(path, options);
+    if (auto* tensor = std::get_if<at::Tensor>(&out)) {
+      *tensor = place(*tensor);
     } else {
-      for (auto& entry : out.arrays) entry.second = place(entry.second);
+      for (auto& entry : std::get<npz::Arrays>(out)) entry.second = place(entry.second);
     }
     return out;
   });
-  if (!loaded.is_npz) return THPVariable_Wrap(std::move(loaded.tensor));
+  if (auto* tensor = std::get_if<at::Tensor>(&loaded)) {
+    return THPVariable_Wrap(std::move(*tensor));
+  }
   THPObjectPtr dict(PyDict_New());
   if (!dict) throw python_error();
-  for (auto& [name, tensor] : loaded.arrays) {
+  for (auto& [name, tensor] : std::get<npz::Arrays>(loaded)) {
     THPObjectPtr key(PyUnicode_DecodeUTF8(name.data(),
                                           static_cast<Py_ssize_t>(name.size()),
                                           "surrogateescape"));

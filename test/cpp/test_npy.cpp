@@ -14,11 +14,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <variant>
 
 #ifndef TORCHBRIDGE_NUMPY_FILES
 #define TORCHBRIDGE_NUMPY_FILES ""
@@ -680,4 +682,85 @@ TEST(NpyHostile, NpzMemberFaultsNameTheMember) {
   write_file(p, z);
   EXPECT_THROW_MSG(npz::load(p), torchbridge::Error,
                    "member \"m.npy\": wrong data size: the shape (5,) of float32 needs 20 bytes");
+}
+
+// ------------------------------------------------------- load: either kind
+
+TEST(Load, NpyFilesLoadAsTheTensorNpyLoadGives) {
+  TempDir tmp;
+  const auto t = at::arange(6, at::kFloat).reshape({2, 3});
+  npy::save(tmp / "a.npy", t);
+  for (bool mmap : {false, true}) {
+    torchbridge::Loaded got = torchbridge::load(tmp / "a.npy", {.mmap = mmap});
+    ASSERT_TRUE(std::holds_alternative<at::Tensor>(got));
+    EXPECT_TRUE(at::equal(std::get<at::Tensor>(got), t));
+    EXPECT_EQ(is_mapped(tmp / "a.npy"), mmap);
+  }
+}
+
+TEST(Load, NpzArchivesLoadAsTheArraysNpzLoadGivesWhateverTheName) {
+  TempDir tmp;
+  for (bool compress : {false, true}) {
+    SCOPED_TRACE(compress);
+    // The bytes decide, not the name.
+    const std::string p = tmp / (compress ? "c.bin" : "s.npy");
+    npz::save(p, {{"z", at::ones(2)}, {"a", at::arange(3)}}, {.compress = compress});
+    torchbridge::Loaded got = torchbridge::load(p);
+    ASSERT_TRUE(std::holds_alternative<npz::Arrays>(got));
+    const auto& arrays = std::get<npz::Arrays>(got);
+    const npz::Arrays want = npz::load(p);
+    ASSERT_EQ(arrays.size(), 2u);
+    for (size_t i = 0; i < arrays.size(); ++i) {
+      EXPECT_EQ(arrays[i].first, want[i].first);
+      EXPECT_TRUE(at::equal(arrays[i].second, want[i].second));
+    }
+    EXPECT_EQ(arrays[0].first, "z");
+    EXPECT_THROW((void)std::get<at::Tensor>(got), std::bad_variant_access);
+  }
+  // An archive without members is only its end record ("PK\5\6").
+  npz::save(tmp / "empty.npz", {});
+  torchbridge::Loaded empty = torchbridge::load(tmp / "empty.npz");
+  ASSERT_TRUE(std::holds_alternative<npz::Arrays>(empty));
+  EXPECT_TRUE(std::get<npz::Arrays>(empty).empty());
+}
+
+TEST(Load, NeitherKindNamesThePathAndTheBytesFound) {
+  TempDir tmp;
+  const std::string p = tmp / "notes.txt";
+  write_file(p, "not a numpy file at all");
+  EXPECT_THROW_MSG(torchbridge::load(p), torchbridge::Error,
+                   "npy::load(\"" + p + "\"): not a .npy file: it starts with bytes "
+                   "6E 6F 74 20 61 20, not the magic \\x93NUMPY");
+  write_file(p, "PK");
+  EXPECT_THROW_MSG(torchbridge::load(p), torchbridge::Error,
+                   "npy::load(\"" + p + "\"): not a .npy file: it has 2 bytes");
+}
+
+TEST(Load, ZipMagicIsReadWithNpzLoadsRules) {
+  TempDir tmp;
+  const std::string p = tmp / "a.npy";
+  write_file(p, "PK\x03\x04"s + std::string(40, 'x'));
+  EXPECT_THROW_MSG(torchbridge::load(p), torchbridge::Error,
+                   "npz::load(\"" + p + "\"): not a zip archive: no end-of-central-directory record");
+}
+
+TEST(Load, OpenFailuresAreIoErrorsNamingLoadAndThePath) {
+  TempDir tmp;
+  const std::string p = tmp / "missing.npy";
+  try {
+    (void)torchbridge::load(p);
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    EXPECT_EQ(e.code(), ENOENT);
+    EXPECT_EQ(e.path(), p);
+    EXPECT_EQ(std::string(e.what()).rfind("load(\"" + p + "\"): cannot open the file: ", 0), 0u)
+        << e.what();
+  }
+  try {
+    (void)torchbridge::load(tmp.path().string());
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    EXPECT_EQ(e.code(), EISDIR);
+    EXPECT_EQ(e.path(), tmp.path().string());
+  }
 }

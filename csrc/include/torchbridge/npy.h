@@ -6,6 +6,7 @@
 //   torchbridge::npy::save("out.npy", t);
 //   for (auto& [name, tensor] : torchbridge::npz::load("arrays.npz")) ...
 //   torchbridge::npz::save("out.npz", {{"x", x}, {"y", y}}, {.compress = true});
+//   torchbridge::Loaded any = torchbridge::load("either.npy_or.npz");
 //
 // dtypes: bool, int8/16/32/64, uint8/16/32/64, float16/32/64 and
 // complex64/128, in either byte order; C or Fortran order; format versions
@@ -13,8 +14,9 @@
 // tensor with column-major strides, as NumPy gives an F-ordered array.
 //
 // Errors: a missing, unreadable, malformed or hostile file throws
-// torchbridge::Error naming the function, the file and the fault (I/O
-// failures carry the OS's reason). Object (pickled) arrays are refused.
+// torchbridge::Error naming the function, the file and the fault; I/O
+// failures throw its subclass torchbridge::IoError (<torchbridge/error.h>),
+// which carries the path and errno. Object (pickled) arrays are refused.
 // Only regular files are read: a FIFO, socket or device is refused without
 // blocking (see README.md, "File safety", for these rules and save's).
 // Headers are parsed, never evaluated, and bounded to 10000 bytes like
@@ -28,6 +30,7 @@
 
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace torchbridge {
@@ -112,4 +115,28 @@ void save(const std::string& path, const Arrays& arrays,
           SaveOptions options = {});
 
 }  // namespace npz
+
+// What load() returns: the tensor of a .npy file or the arrays of a .npz
+// archive, exactly what npy::load or npz::load would have returned.
+// A std::variant rather than a struct holding both: exactly one is ever
+// set, and std::get / std::get_if / std::visit make the caller say which
+// it expects (std::get<at::Tensor> of an archive throws
+// std::bad_variant_access instead of handing out an undefined tensor).
+using Loaded = std::variant<at::Tensor, npz::Arrays>;
+
+// Loads a file that may be either kind, as Python's torchbridge.load does:
+// the file is opened once, its first bytes decide (zip magic, "PK\3\4" or
+// the "PK\5\6" of an empty archive: npz::load's rules; anything else:
+// npy::load's), and the same open file is read. `options` mean what they
+// mean for npy::load and npz::load.
+//
+// Errors: failing to open the file is IoError naming load("path"); after
+// that, errors name npy::load("path") or npz::load("path") like those
+// functions. A file that is neither kind is read as .npy, so the error is
+// npy::load's, naming the path and the first bytes found:
+//   npy::load("notes.txt"): not a .npy file: it starts with bytes
+//   6E 6F 74 20 61 20, not the magic \x93NUMPY
+// (under 10 bytes, it gives the file's size instead).
+Loaded load(const std::string& path, npy::LoadOptions options = {});
+
 }  // namespace torchbridge

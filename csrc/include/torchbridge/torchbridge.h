@@ -5,5 +5,5 @@
 
 #include <torchbridge/array_view.h>  // ArrayView: any buffer -> tensor, the sharing rules
 #include <torchbridge/core.h>  // to_host, coerce, dtype policy, Error
-#include <torchbridge/npy.h>   // .npy / .npz files: npy::load/save, npz::load/save
+#include <torchbridge/npy.h>   // .npy / .npz files: npy::load/save, npz::load/save, load
 #include <torchbridge/ops.h>   // the operators through the dispatcher

@@ -4,6 +4,7 @@
 // overflow here fails the test even when the error message is right.
 
 #include "format/io.h"
+#include "format/magic.h"
 #include "format/npy.h"
 #include "format/zip.h"
 
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace torchbridge::format;
@@ -709,6 +711,242 @@ TEST(Zip, WriterRefusesBadNames) {
   EXPECT_ERROR(zip.begin_member(std::string("a\0b", 3), 0, false), "cannot be stored");
 }
 
+// ----------------------------------------- read_zip_directory, step by step
+
+// read_end_record: the end record is found from the back, its comment must
+// fit in the file, and a file too short for one is not a zip.
+TEST(ZipEndRecord, ACommentAfterTheEndRecordIsAccepted) {
+  auto z = make_zip({{"a.npy", kData, false}});
+  put(z, eocd(z) + 20, 5, 2);
+  for (char c : std::string("hello")) z.push_back(static_cast<uint8_t>(c));
+  EXPECT_EQ(read_all(z), "a.npy=" + kData + ";");
+}
+
+TEST(ZipEndRecord, AFakeSignatureWhoseCommentDoesNotFitIsSkipped) {
+  // The real record's comment holds "PK\5\6" and a comment length running
+  // past the file: the scan from the back must pass over it.
+  auto z = make_zip({{"a.npy", kData, false}});
+  put(z, eocd(z) + 20, 22, 2);
+  std::vector<uint8_t> fake(22, 0);
+  put(fake, 0, 0x06054b50, 4);
+  put(fake, 20, 0xFFFF, 2);
+  z.insert(z.end(), fake.begin(), fake.end());
+  EXPECT_EQ(read_all(z), "a.npy=" + kData + ";");
+}
+
+TEST(ZipEndRecord, TruncatedOrOverlongEndRecordsAreNotZips) {
+  {
+    auto z = make_zip({{"a.npy", kData, false}});
+    z.resize(z.size() - 5);  // the last 5 bytes of the end record gone
+    EXPECT_ERROR(directory(z),
+                 "npz::load(\"t.npz\"): not a zip archive: no end-of-central-directory record");
+  }
+  {
+    auto z = make_zip({{"a.npy", kData, false}});
+    put(z, eocd(z) + 20, 10, 2);  // a 10-byte comment that is not there
+    EXPECT_ERROR(directory(z), "not a zip archive: no end-of-central-directory record");
+  }
+  {
+    const std::vector<uint8_t> z(21, 'P');
+    EXPECT_ERROR(directory(z), "not a zip archive: it has 21 bytes, fewer than the 22");
+  }
+}
+
+TEST(ZipEndRecord, ShortNpyFilesArePointedAtNpyLoad) {
+  const std::string n = std::string(kMagic, kMagicLen) + "\x01\x00\x02\x00{}"s;
+  const std::vector<uint8_t> z(n.begin(), n.end());
+  EXPECT_ERROR(directory(z),
+               "it has 12 bytes, fewer than the 22 of an empty archive (it is a "
+               ".npy file: load it with npy::load)");
+}
+
+// read_zip64_end: the locator must point at a zip64 record that fits before
+// it, on disk 0, and the record must agree with the 32-bit end record.
+namespace {
+struct Zip64Layout {
+  std::vector<uint8_t> z;
+  size_t end, locator, record;
+};
+Zip64Layout zip64_archive() {
+  Zip64Layout l;
+  l.z = make_zip({{"a.npy", kData, false}}, /*force_zip64=*/true);
+  l.end = l.z.size() - 22;
+  l.locator = l.end - 20;
+  l.record = get32(l.z, l.locator + 8);
+  return l;
+}
+}  // namespace
+
+TEST(ZipZip64End, LocatorPointingOutsideTheFileOrTooCloseIsRefused) {
+  {
+    auto l = zip64_archive();
+    put(l.z, l.locator + 8, l.z.size(), 8);  // one past the last byte
+    EXPECT_ERROR(directory(l.z), "bad zip64 end locator: it points at offset " +
+                                     std::to_string(l.z.size()) +
+                                     ", where no zip64 end record fits");
+  }
+  {
+    auto l = zip64_archive();
+    put(l.z, l.locator + 8, l.locator - 10, 8);  // 10 bytes: a record is 56
+    EXPECT_ERROR(directory(l.z), "bad zip64 end locator: it points at offset " +
+                                     std::to_string(l.locator - 10));
+  }
+}
+
+TEST(ZipZip64End, LocatorOnAnotherDiskIsMultiDisk) {
+  auto l = zip64_archive();
+  put(l.z, l.locator + 4, 1, 4);  // the disk holding the zip64 record
+  EXPECT_ERROR(directory(l.z), "multi-disk (spanned) zip archives are not supported");
+}
+
+TEST(ZipZip64End, ThirtyTwoBitFieldsThatAreNotSentinelsMustAgree) {
+  {
+    auto l = zip64_archive();
+    put(l.z, l.end + 10, 3, 2);  // entry count
+    EXPECT_ERROR(directory(l.z),
+                 "the zip64 end record disagrees with the end record on the "
+                 "entry count (1 vs 3)");
+  }
+  {
+    auto l = zip64_archive();
+    put(l.z, l.end + 12, 5, 4);  // central directory size
+    EXPECT_ERROR(directory(l.z), "on the central directory size (");
+    EXPECT_ERROR(directory(l.z), " vs 5)");
+  }
+}
+
+// check_directory_extent: where the directory lies and what it may hold.
+TEST(ZipDirectoryExtent, EntriesOnThisDiskMustBeAllEntries) {
+  auto z = make_zip({{"a.npy", kData, false}});
+  put(z, eocd(z) + 8, 0, 2);  // 0 entries here, 1 in all
+  EXPECT_ERROR(directory(z), "multi-disk (spanned) zip archives are not supported");
+}
+
+TEST(ZipDirectoryExtent, AnOffsetThatOverflowsIsRefusedBeforeAnyRead) {
+  auto l = zip64_archive();
+  put(l.z, l.record + 48, 0xFFFFFFFFFFFFFFF0ull, 8);  // zip64 directory offset
+  EXPECT_ERROR(directory(l.z), "the central directory's end overflows 64 bits");
+}
+
+TEST(ZipDirectoryExtent, TheDirectoryMustEndAtTheZip64Record) {
+  auto l = zip64_archive();
+  const uint64_t cd_size = get32(l.z, l.record + 40);
+  put(l.z, l.record + 40, cd_size - 1, 8);
+  EXPECT_ERROR(directory(l.z), "but the end record is at " + std::to_string(l.record));
+}
+
+// read_central_directory / parse_central_entry: the entries, as counted.
+TEST(ZipCentralDirectory, AnEntryCutShortByItsNeighbourIsTruncated) {
+  auto z = make_zip({{"a.npy", "1", false}, {"b.npy", "2", false}});
+  put(z, central(z) + 32, 10, 2);  // entry 0's comment eats 10 of entry 1's bytes
+  EXPECT_ERROR(directory(z), "bad central directory: central directory entry 1 is truncated");
+}
+
+TEST(ZipCentralDirectory, EntryCountMismatchesAreNamed) {
+  auto z = make_zip({{"a.npy", "1", false}, {"b.npy", "2", false}});
+  put(z, eocd(z) + 8, 1, 2);
+  put(z, eocd(z) + 10, 1, 2);
+  EXPECT_ERROR(directory(z), "bad central directory: 51 bytes follow its 1 entries "
+                             "(the end record's entry count is wrong)");
+}
+
+TEST(ZipCentralDirectory, NamesWithNulAndOtherDisksAreRefused) {
+  {
+    auto z = make_zip({{"a.npy", kData, false}});
+    z[central(z) + 46 + 1] = '\0';
+    EXPECT_ERROR(directory(z), "central directory entry 0 has an empty name or one with a NUL byte");
+  }
+  {
+    auto z = make_zip({{"a.npy", kData, false}});
+    put(z, central(z) + 34, 2, 2);  // the disk the member starts on
+    EXPECT_ERROR(directory(z), "multi-disk (spanned) zip archives are not supported");
+  }
+}
+
+// check_local_header: the local header must repeat the central entry.
+TEST(ZipLocalHeader, DisagreementsWithTheCentralDirectoryAreNamed) {
+  {
+    auto z = make_zip({{"a.npy", kData, false}});
+    put(z, 26, 0xFFFF, 2);  // local name length
+    EXPECT_ERROR(directory(z),
+                 "member 'a.npy': its local header runs into the central directory");
+  }
+  {
+    auto z = make_zip({{"a.npy", kData, false}});
+    put(z, 6, 1, 2);  // encrypted, in the local header only
+    EXPECT_ERROR(directory(z), "member 'a.npy': the local header's method or flags (0, 1) "
+                               "disagree with the central directory's (0, 0)");
+  }
+  {
+    auto z = make_zip({{"a.npy", kData, false}});
+    put(z, 22, 7, 4);  // local uncompressed size
+    EXPECT_ERROR(directory(z), "member 'a.npy': the local header's CRC and sizes (");
+    EXPECT_ERROR(directory(z), ", 3000, 7) disagree with the central directory's (");
+  }
+}
+
+TEST(ZipLocalHeader, ADataDescriptorLeavesLocalSizesUnchecked) {
+  // Streaming writers put CRC and sizes after the data (flag bit 3) and
+  // zeros in the local header; the central directory is then the truth.
+  auto z = make_zip({{"a.npy", kData, false}});
+  put(z, central(z) + 8, 0x0008, 2);
+  put(z, 6, 0x0008, 2);
+  put(z, 14, 0, 4);  // CRC-32
+  put(z, 18, 0, 4);  // compressed size
+  put(z, 22, 0, 4);  // size
+  EXPECT_EQ(read_all(z), "a.npy=" + kData + ";");
+}
+
+// check_no_overlap: data running into the next member.
+TEST(ZipOverlap, DataRunningIntoTheNextLocalHeaderIsRefused) {
+  auto z = make_zip({{"a.npy", kData, false}, {"b.npy", kData, false}});
+  const uint64_t grown = kData.size() + 200;  // past b's header (padding < 64)
+  put(z, central(z) + 20, grown, 4);
+  put(z, central(z) + 24, grown, 4);
+  put(z, 18, grown, 4);
+  put(z, 22, grown, 4);
+  EXPECT_ERROR(directory(z), "member 'a.npy' and member 'b.npy' overlap in the archive");
+}
+
+// decode_names: code page 437 names, one-, two- and three-byte UTF-8.
+TEST(ZipNames, CodePage437DecodesEveryRangeToUtf8) {
+  auto z = make_zip({{"a\x80\xb0\xff.npy", "x", false}});
+  put(z, central(z) + 8, 0, 2);  // no UTF-8 flag
+  // 'a', U+00C7 (Ç), U+2591 (light shade), U+00A0 (no-break space).
+  EXPECT_EQ(directory(z)[0].name, "a\xc3\x87\xe2\x96\x91\xc2\xa0.npy");
+}
+
+TEST(ZipNames, UnflaggedAsciiNamesAreUnchanged) {
+  auto z = make_zip({{"plain-name_1.npy", "x", false}});
+  put(z, central(z) + 8, 0, 2);
+  EXPECT_EQ(directory(z)[0].name, "plain-name_1.npy");
+}
+
+// ---------------------------------------------------------------- sniff
+
+TEST(Sniff, TellsNpyZipAndOtherFromTheFirstBytes) {
+  auto kind = [](const std::string& s) {
+    return sniff(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  EXPECT_EQ(kind("\x93NUMPY\x01\x00"s), FileKind::kNpy);
+  EXPECT_EQ(kind("PK\x03\x04rest"s), FileKind::kZip);
+  EXPECT_EQ(kind("PK\x05\x06"s), FileKind::kZip);       // an empty archive, 4 bytes
+  EXPECT_EQ(kind("PK\x01\x02 central"s), FileKind::kOther);
+  EXPECT_EQ(kind("\x93NUMP"s), FileKind::kOther);       // too short to be .npy
+  EXPECT_EQ(kind(""), FileKind::kOther);
+  const auto z = make_zip({{"a.npy", "1", false}});
+  EXPECT_EQ(sniff(MemorySource(z.data(), z.size(), "t")), FileKind::kZip);
+  const std::string n = npy(kF4_34, k48);
+  EXPECT_EQ(sniff(MemorySource(n.data(), n.size(), "t")), FileKind::kNpy);
+  EXPECT_EQ(sniff(MemorySource(n.data(), 3, "t")), FileKind::kOther);
+}
+
+TEST(Sniff, NpyLoadPointsAtNpzLoadForShortZipMagicOnly) {
+  EXPECT_ERROR(parse("PK\x03\x04xx"s), "not a .npy file: it starts like a zip archive");
+  EXPECT_ERROR(parse("PKxxxx"s), "it has 6 bytes, fewer than the 10 bytes");
+  EXPECT_ERROR(parse("PK\x05\x06 and more"s), "(it is a zip archive: load .npz files with npz::load)");
+}
+
 // ---------------------------------------------------------------- files
 
 TEST(Files, MissingFileIsAnIoErrorWithErrno) {
@@ -731,6 +969,40 @@ TEST(Files, MissingFileIsAnIoErrorWithErrno) {
               std::string::npos) << e.what();
   }
   EXPECT_ERROR(FileSource("/dev/null", "npy::load(\"/dev/null\")"), "not a regular file");
+}
+
+TEST(Files, IoErrorIsPublicAndCarriesThePathAndErrno) {
+  static_assert(std::is_base_of_v<torchbridge::Error, torchbridge::IoError>);
+  static_assert(std::is_nothrow_copy_constructible_v<torchbridge::IoError>);
+  const std::string p = "/nonexistent/dir/x.npy";
+  try {
+    FileSource f(p, api("npy::load", p));
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    const torchbridge::IoError copy = e;
+    EXPECT_EQ(copy.path(), p);
+    EXPECT_EQ(copy.code(), ENOENT);
+    EXPECT_EQ(std::string(copy.what()),
+              "npy::load(\"/nonexistent/dir/x.npy\"): cannot open the file: " +
+                  std::string(std::strerror(ENOENT)));
+  }
+  const std::string q = "/nonexistent/dir/y.npy";
+  try {
+    AtomicFile f(q, api("npy::save", q));
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    EXPECT_EQ(e.path(), q);
+    EXPECT_EQ(e.code(), ENOENT);
+    EXPECT_NE(std::string(e.what()).find("npy::save(\"/nonexistent/dir/y.npy\"): cannot create the file"),
+              std::string::npos) << e.what();
+  }
+  try {
+    FileSource f("/dev/null", api("load", "/dev/null"));
+    ADD_FAILURE() << "no error";
+  } catch (const torchbridge::IoError& e) {
+    EXPECT_EQ(e.path(), "/dev/null");
+    EXPECT_EQ(e.code(), EINVAL);
+  }
 }
 
 TEST(Files, ApiQuotesOddPaths) {
