@@ -53,6 +53,16 @@ PyObject* export_tensor(const at::Tensor& t, PyArray_Descr* descr);
 ArrayView array_view(PyArrayObject* arr, const ToTensorOptions& o, bool own,
                      bool fresh, THPObjectPtr& keep);
 
+// DLPack producers (dlpack.cpp): whether `obj` has __dlpack__ (lists,
+// numbers, str, dicts and None are never asked), and its view: DLPack 1.x
+// first (max_version=(1, 0), which carries the read-only flag), the old
+// protocol when the producer rejects the keyword; CUDA producers get the
+// current stream. nullopt when the producer refuses this buffer but has an
+// array form (__array__, __array_interface__, the buffer protocol) to use
+// instead.
+bool is_dlpack_producer(PyObject* obj);
+std::optional<ArrayView> dlpack_view(PyObject* obj, const char* api);
+
 // Batched conversions for tree_to_tensor / tree_to_numpy (batch.cpp):
 // `leaves` is a list; returns a list of the same length.
 PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o);

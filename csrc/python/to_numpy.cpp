@@ -328,6 +328,33 @@ PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
       stacked = stack_tensors(obj, keep, kApi);
     }
     return tensor_to_numpy(stacked, dtype, std::nullopt);
+  } else if (auto v = is_dlpack_producer(obj) ? dlpack_view(obj, kApi)
+                                              : std::optional<ArrayView>()) {
+    // Through a tensor: a CPU buffer torch can view is shared (read-only
+    // ones too, and the array says so, as np.from_dlpack does); anything
+    // else copies by to_numpy's rules for that tensor.
+    const bool shared = v->device.is_cpu() && layout_blocker(*v) == ShareBlocker::kNone;
+    const bool writable = v->writable;
+    if (!shared && v->device.is_cpu() && copy.has_value() && !*copy) {
+      const auto why = layout_blocker(*v);
+      TORCH_CHECK_VALUE(false, kApi, "(copy=False): the buffer cannot be shared because ",
+          share_blocker_reason(why, *v, *v->dtype.scalar, ToTensorOptions()),
+          "; pass copy=None.");
+    }
+    ToTensorOptions keep;  // dtypes kept: to_numpy has no float policy
+    keep.float_dtype = std::nullopt;
+    if (shared) keep.copy = false;
+    at::Tensor t;
+    {
+      GilRelease nogil(!v->device.is_cpu());
+      t = detail::to_tensor(*v, keep, kApi);
+    }
+    THPObjectPtr out(tensor_to_numpy(t, dtype, copy));
+    if (!out) throw python_error();
+    auto* arr = reinterpret_cast<PyArrayObject*>(out.get());
+    if (!writable && shared && PyArray_DATA(arr) == t.data_ptr())
+      PyArray_CLEARFLAGS(arr, NPY_ARRAY_WRITEABLE);
+    return out.release();
   } else {
     a = as_array(obj, kApi, fresh);
     check_not_object(obj, reinterpret_cast<PyArrayObject*>(a.get()), dtype);

@@ -114,6 +114,16 @@ at::Tensor convert(PyObject* obj, const ToTensorOptions& o) {
     return stack_arrays(items.get(), o);
   }
   if (holds_tensor(obj)) return stack_tensors(obj, o, kApi);
+  if (is_dlpack_producer(obj)) {
+    if (auto v = dlpack_view(obj, kApi)) {
+      at::Tensor out;
+      {
+        GilRelease nogil(!v->device.is_cpu() || worth_releasing(*v, o));
+        out = detail::to_tensor(*v, o, kApi);
+      }
+      return out;  // `v` (which may still own the buffer) dies with the GIL held
+    }
+  }
   bool fresh = false;
   THPObjectPtr a = as_array(obj, kApi, fresh);
   return array_to_tensor(reinterpret_cast<PyArrayObject*>(a.get()), o, fresh);

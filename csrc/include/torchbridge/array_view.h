@@ -8,6 +8,7 @@
 #include <torchbridge/core.h>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/dlpack.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/SmallVector.h>
@@ -105,7 +106,6 @@ struct ArrayView {
 // Why a tensor cannot share a view's memory as it is.
 enum class ShareBlocker {
   kNone,
-  kTemporary,       // built for this call: nothing to share
   kDtype,           // the result's dtype differs
   kDevice,          // the result goes to another device
   kPin,             // pin_memory=True needs page-locked memory
@@ -141,5 +141,17 @@ std::string share_blocker_reason(ShareBlocker why, const ArrayView& view,
 // the device. copy=False raises ValueError naming what blocks sharing;
 // copy=True always copies. requires_grad makes the result a new leaf.
 at::Tensor to_tensor(ArrayView view, const CoerceOptions& options = {});
+
+// DLPack: a view of `t` (its DLPack 1.x `flags`: READ_ONLY makes the view
+// read-only, IS_COPIED temporary), owned by `owner`. TypeError for element
+// types torch lacks or vector lanes, ValueError for devices other than the
+// CPU (and CUDA host memory) and CUDA. Strides are DLPack's (in elements;
+// null means compact row-major).
+ArrayView view_of_dlpack(const DLTensor& t, uint64_t flags, BufferOwner owner);
+// The same, taking ownership of a managed tensor: its deleter runs once,
+// when the view (or the tensor that shares it) is done, also on an error
+// here. A major version other than this build's DLPack's is refused.
+ArrayView view_of_dlpack(DLManagedTensorVersioned* managed);
+ArrayView view_of_dlpack(DLManagedTensor* managed);
 
 }  // namespace torchbridge
