@@ -198,8 +198,12 @@ TEST(ArrayView, ZeroStrideBroadcastShares) {
 
 TEST(ArrayView, ExtentOneAxisWithAGarbageStrideShares) {
   float a[3] = {1, 2, 3};
-  // The outer stride is never used: negative, odd and misaligned at once.
-  auto v = make_view(a, at::kFloat, {1, 3}, {-7, 4});
+  // The outer stride is never used: negative, odd or misaligned.
+  EXPECT_EQ(layout_blocker(make_view(a, at::kFloat, {1, 3}, {-7, 4})), ShareBlocker::kNone);
+  EXPECT_EQ(layout_blocker(make_view(a, at::kFloat, {3, 1}, {4, 6})), ShareBlocker::kNone);
+  // Positive garbage: torch itself would replace a negative stride given
+  // to set_sizes_and_strides by a contiguous one, hiding a wrong stride.
+  auto v = make_view(a, at::kFloat, {1, 3}, {1000, 4});
   EXPECT_EQ(layout_blocker(v), ShareBlocker::kNone);
   auto y = to_tensor(std::move(v), copy_false());
   EXPECT_EQ(y.data_ptr(), static_cast<void*>(a));
