@@ -371,6 +371,26 @@ TEST(ArrayView, CopyFalseOnAPolicyCastSuggestsFloatDtypeNone) {
   EXPECT_EQ(y.data_ptr(), static_cast<void*>(d));
 }
 
+TEST(ArrayView, PolicySuggestionNamesTheTypeItKeeps) {
+  // complex128 -> complex64 is the float policy too: float_dtype=None keeps
+  // complex128 (not "float64").
+  c10::complex<double> z[2] = {{1, 2}, {3, -4}};
+  expect_copy_false_error(make_view(z, at::kComplexDouble, {2}, {16}),
+                          "its dtype complex128 becomes complex64 (the float policy; "
+                          "pass float_dtype=None to keep complex128)");
+}
+
+TEST(ArrayView, ProducerCastIsNotBlamedOnThePolicy) {
+  // A producer's cast (NumPy's longdouble -> float64) blocks sharing even
+  // with float_dtype=None, so the message must not suggest passing it.
+  double d[2] = {1, 2};
+  auto v = make_view(d, at::kDouble, {2}, {8});
+  v.cast_from = "longdouble";
+  CoerceOptions keep = keep_float64();
+  EXPECT_EQ(share_blocker(v, at::kDouble, keep), ShareBlocker::kDtype);
+  expect_copy_false_error(std::move(v), "its dtype longdouble becomes float64", keep);
+}
+
 TEST(ArrayView, CopyFalseOnATemporarySaysThereIsNoMemoryToShare) {
   float a[2] = {1, 2};
   auto v = make_view(a, at::kFloat, {2}, {4});
