@@ -245,9 +245,16 @@ ShareBlocker share_blocker(const ArrayView& v, at::ScalarType target,
 std::string share_blocker_reason(ShareBlocker why, const ArrayView& v,
                                  at::ScalarType target, const CoerceOptions& o) {
   switch (why) {
-    case ShareBlocker::kDtype:
+    case ShareBlocker::kDtype: {
+      // Only a change the float policy made is undone by float_dtype=None;
+      // not dtype=, nor a producer's own cast (cast_from). It keeps the
+      // view's type, which may be complex128.
+      const bool policy = !o.dtype && !v.cast_from && v.dtype.scalar;
       return "its dtype " + view_dtype_name(v) + " becomes " + dtype_name(target) +
-             (o.dtype ? "" : " (the float policy; pass float_dtype=None to keep float64)");
+             (policy ? " (the float policy; pass float_dtype=None to keep " +
+                           dtype_name(*v.dtype.scalar) + ")"
+                     : std::string());
+    }
     case ShareBlocker::kDevice:
       return "the result goes to " + o.device->str();
     case ShareBlocker::kPin:
