@@ -69,7 +69,11 @@ def _extensions():
                           numpy.get_include()],
             define_macros=macros,
             libraries=["z"],  # zlib, for .npz (csrc/format/zip.cpp)
-            extra_compile_args=["-O0", "-g"] if debug else ["-O3"],
+            # Hidden by default: only PyInit__C is exported, so calls between
+            # our files bind directly instead of through the PLT (measured
+            # ~30 ns of a 460 ns to_tensor once core and front-end split).
+            extra_compile_args=(["-O0", "-g"] if debug else ["-O3"])
+            + ["-fvisibility=hidden", "-fvisibility-inlines-hidden"],
         )
     ]
 

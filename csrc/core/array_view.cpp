@@ -64,10 +64,9 @@ std::string tuple_str(const c10::SmallVector<int64_t, 6>& v) {
 // Element strides for a torch-representable layout. Extent-0/1 axes (and
 // empty views) get C-order strides, so that is_contiguous() holds wherever
 // NumPy would call the buffer contiguous.
-void element_strides(const ArrayView& v, c10::SmallVector<int64_t, 6>& out) {
+void element_strides(const ArrayView& v, bool empty, c10::SmallVector<int64_t, 6>& out) {
   const int nd = static_cast<int>(v.shape.size());
-  const bool empty = v.numel() == 0;
-  out.resize(nd);
+  out.resize_for_overwrite(nd);
   int64_t contiguous = 1;
   for (int i = nd - 1; i >= 0; --i) {
     out[i] = (empty || v.shape[i] <= 1) ? contiguous : v.strides[i] / v.dtype.itemsize;
@@ -80,7 +79,8 @@ void element_strides(const ArrayView& v, c10::SmallVector<int64_t, 6>& out) {
 // not outlive the view).
 at::Tensor wrap(const ArrayView& v, c10::DataPtr ptr) {
   c10::SmallVector<int64_t, 6> strides;
-  element_strides(v, strides);
+  const bool empty = v.numel() == 0;
+  element_strides(v, empty, strides);
   const at::ScalarType st = *v.dtype.scalar;
   if (!v.device.is_cpu()) {
     void* ctx = ptr.release_context();
@@ -90,8 +90,8 @@ at::Tensor wrap(const ArrayView& v, c10::DataPtr ptr) {
         .options(at::TensorOptions().dtype(st).device(v.device))
         .make_tensor();
   }
-  const size_t nbytes = v.numel() == 0
-      ? 0 : at::detail::computeStorageNbytes(v.shape, strides, v.dtype.itemsize);
+  const size_t nbytes =
+      empty ? 0 : at::detail::computeStorageNbytes(v.shape, strides, v.dtype.itemsize);
   c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr),
                        /*allocator=*/nullptr, /*resizable=*/false);
   auto t = at::detail::make_tensor<c10::TensorImpl>(
@@ -204,24 +204,50 @@ c10::SmallVector<int64_t, 6> ordered_strides(const ArrayView& v, bool c_order) {
 
 }  // namespace
 
-ShareBlocker layout_blocker(const ArrayView& v) {
-  if (v.numel() == 0) return ShareBlocker::kNone;  // nothing to read
+namespace {
+
+// One pass over the axes; `n` is v.numel().
+ShareBlocker layout_blocker_n(const ArrayView& v, int64_t n) {
+  if (n == 0) return ShareBlocker::kNone;  // nothing to read
   const int64_t item = v.dtype.itemsize;
   if (item > 1 && v.dtype.swapped) return ShareBlocker::kByteOrder;
-  const int64_t align = alignment(v);
-  if (align > 1) {
-    uint64_t bits = reinterpret_cast<uintptr_t>(v.data);
-    for (size_t i = 0; i < v.shape.size(); ++i)
-      if (v.shape[i] > 1) bits |= static_cast<uint64_t>(v.strides[i]);
-    if (bits % static_cast<uint64_t>(align) != 0) return ShareBlocker::kMisaligned;
-  }
+  uint64_t bits = reinterpret_cast<uintptr_t>(v.data);
+  ShareBlocker first = ShareBlocker::kNone;  // of the strides, axis by axis
   for (size_t i = 0; i < v.shape.size(); ++i) {
     if (v.shape[i] <= 1) continue;  // the stride of an extent-1 axis is moot
-    if (v.strides[i] < 0) return ShareBlocker::kNegativeStride;
-    if (v.strides[i] % item != 0) return ShareBlocker::kOddStride;
+    const int64_t s = v.strides[i];
+    bits |= static_cast<uint64_t>(s);
+    if (first == ShareBlocker::kNone) {
+      if (s < 0) {
+        first = ShareBlocker::kNegativeStride;
+      } else if (s % item != 0) {
+        first = ShareBlocker::kOddStride;
+      }
+    }
   }
+  const int64_t align = alignment(v);
+  if (align > 1 && bits % static_cast<uint64_t>(align) != 0) return ShareBlocker::kMisaligned;
+  return first;
+}
+
+ShareBlocker share_blocker_n(const ArrayView& v, at::ScalarType target,
+                             const CoerceOptions& o, int64_t n) {
+  if (!v.dtype.scalar || *v.dtype.scalar != target || v.cast_from)
+    return ShareBlocker::kDtype;
+  if (o.device && (v.device.is_cpu() ? !o.device->is_cpu()
+                                      : resolve_device(*o.device) != v.device))
+    return ShareBlocker::kDevice;
+  if (o.pin_memory && v.device.is_cpu()) return ShareBlocker::kPin;
+  const ShareBlocker layout = layout_blocker_n(v, n);
+  if (layout != ShareBlocker::kNone) return layout;
+  if (!v.writable && n > 0 && !(o.copy.has_value() && !*o.copy))
+    return ShareBlocker::kReadOnly;
   return ShareBlocker::kNone;
 }
+
+}  // namespace
+
+ShareBlocker layout_blocker(const ArrayView& v) { return layout_blocker_n(v, v.numel()); }
 
 at::ScalarType target_dtype(const ArrayView& v, const CoerceOptions& o) {
   return detail::target_dtype(v, o, "torchbridge::to_tensor");
@@ -229,17 +255,7 @@ at::ScalarType target_dtype(const ArrayView& v, const CoerceOptions& o) {
 
 ShareBlocker share_blocker(const ArrayView& v, at::ScalarType target,
                            const CoerceOptions& o) {
-  if (!v.dtype.scalar || *v.dtype.scalar != target || v.cast_from)
-    return ShareBlocker::kDtype;
-  if (o.device && (v.device.is_cpu() ? !o.device->is_cpu()
-                                      : resolve_device(*o.device) != v.device))
-    return ShareBlocker::kDevice;
-  if (o.pin_memory && v.device.is_cpu()) return ShareBlocker::kPin;
-  const ShareBlocker layout = layout_blocker(v);
-  if (layout != ShareBlocker::kNone) return layout;
-  if (!v.writable && v.numel() > 0 && !(o.copy.has_value() && !*o.copy))
-    return ShareBlocker::kReadOnly;
-  return ShareBlocker::kNone;
+  return share_blocker_n(v, target, o, v.numel());
 }
 
 std::string share_blocker_reason(ShareBlocker why, const ArrayView& v,
@@ -361,7 +377,7 @@ at::Tensor to_tensor(ArrayView& v, const CoerceOptions& o, const char* api) {
   const bool on_host = v.device.is_cpu();
   const bool to_host = on_host ? (!o.device || o.device->is_cpu())
                                : (o.device && o.device->is_cpu());
-  const ShareBlocker why = share_blocker(v, target, o);
+  const ShareBlocker why = share_blocker_n(v, target, o, v.numel());
   if (o.copy.has_value() && !*o.copy) {
     TORCH_CHECK_VALUE(!v.temporary, api,
         "(copy=False): the input has no memory to share (",

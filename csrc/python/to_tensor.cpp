@@ -57,7 +57,8 @@ at::Tensor array_to_tensor(PyArrayObject* arr, const ToTensorOptions& o, bool fr
   ArrayView v = array_view(arr, o, /*own=*/true, fresh, keep);
   at::Tensor out;
   {
-    GilRelease nogil(worth_releasing(v, o));
+    GilRelease nogil((o.device && !o.device->is_cpu()) ||
+                     PyArray_NBYTES(arr) >= kReleaseGilBytes);
     out = detail::to_tensor(v, o, kApi);
   }
   return out;  // `v` (which may still own the array) dies with the GIL held
@@ -156,8 +157,16 @@ ArrayView array_view(PyArrayObject* arr, const ToTensorOptions& o, bool own,
   ArrayView v;
   v.data = PyArray_DATA(arr);
   const int nd = PyArray_NDIM(arr);
-  v.shape.assign(PyArray_DIMS(arr), PyArray_DIMS(arr) + nd);
-  v.strides.assign(PyArray_STRIDES(arr), PyArray_STRIDES(arr) + nd);
+  // Element by element: assign() goes through memmove, a call per axis
+  // list that costs more than the copy on this path.
+  v.shape.resize_for_overwrite(nd);
+  v.strides.resize_for_overwrite(nd);
+  const npy_intp* dims = PyArray_DIMS(arr);
+  const npy_intp* strides = PyArray_STRIDES(arr);
+  for (int i = 0; i < nd; ++i) {
+    v.shape[i] = dims[i];
+    v.strides[i] = strides[i];
+  }
   v.dtype.scalar = st;
   v.dtype.itemsize = PyDataType_ELSIZE(d);
   v.dtype.swapped = v.dtype.itemsize > 1 && !PyArray_ISNBO(d->byteorder);
