@@ -18,20 +18,10 @@ struct DTypeInfo {
 
 // The table every mapping below reads; in DType's order.
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kBool, 'b', 1, "bool"},
-    {DType::kInt8, 'i', 1, "int8"},
-    {DType::kInt16, 'i', 2, "int16"},
-    {DType::kInt32, 'i', 4, "int32"},
-    {DType::kInt64, 'i', 8, "int64"},
-    {DType::kUInt8, 'u', 1, "uint8"},
-    {DType::kUInt16, 'u', 2, "uint16"},
-    {DType::kUInt32, 'u', 4, "uint32"},
-    {DType::kUInt64, 'u', 8, "uint64"},
-    {DType::kFloat16, 'f', 2, "float16"},
-    {DType::kFloat32, 'f', 4, "float32"},
-    {DType::kFloat64, 'f', 8, "float64"},
-    {DType::kComplex64, 'c', 8, "complex64"},
-    {DType::kComplex128, 'c', 16, "complex128"},
+#define TORCHBRIDGE_DTYPE_INFO(Id, name, kind, size, Torch, Npy) \
+  {DType::k##Id, kind, size, name},
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_INFO)
+#undef TORCHBRIDGE_DTYPE_INFO
 };
 
 const DTypeInfo& info(DType t) { return kDTypes[static_cast<size_t>(t)]; }
