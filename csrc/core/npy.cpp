@@ -8,6 +8,7 @@
 #include "../format/io.h"
 #include "../format/magic.h"
 #include "../format/npy.h"
+#include "../format/util.h"
 #include "../format/zip.h"
 #include "internal.h"
 #include "parallel.h"
@@ -50,15 +51,7 @@ std::optional<DType> npy_dtype(at::ScalarType t) {
 // Column-major strides for Fortran order, row-major otherwise. The header
 // parser checked that these products fit in int64.
 std::vector<int64_t> strides_of(const NpyHeader& h) {
-  const size_t n = h.shape.size();
-  std::vector<int64_t> strides(n);
-  int64_t s = 1;
-  for (size_t k = 0; k < n; ++k) {
-    const size_t i = h.fortran_order ? k : n - 1 - k;
-    strides[i] = s;
-    s *= std::max<int64_t>(h.shape[i], 1);
-  }
-  return strides;
+  return format::contiguous_strides<std::vector<int64_t>>(h.shape, !h.fortran_order);
 }
 
 // Plain 4 KB pages, not NumPy's huge-page advice: measured on the CI VM

@@ -3,6 +3,7 @@
 #include <torchbridge/core.h>
 
 #include "../format/dtypes.h"
+#include "../format/util.h"
 
 #include <c10/util/Exception.h>
 #include <torch/csrc/Device.h>
@@ -89,14 +90,6 @@ PyObject* torch_module() {
 // Numbers are formatted with std::to_string, never through iostreams: on
 // some toolchains (g++ 13 with the torch 2.11 wheels) the iostream numeric
 // formatting instantiated in this module segfaults. See csrc/README.md.
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i)
-    out += (i ? ", " : "") + std::to_string(s[i]);
-  if (s.size() == 1) out += ",";
-  return out + ")";
-}
-
 std::string index_str(const std::vector<Py_ssize_t>& path) {
   std::string out;
   for (auto i : path) out += "[" + std::to_string(i) + "]";
@@ -127,9 +120,9 @@ std::optional<std::vector<int64_t>> nested_shape(
     } else if (*s != inner) {
       auto first = path;
       first.back() = 0;
-      why = "element " + index_str(path) + " has shape " + shape_str(*s) +
+      why = "element " + index_str(path) + " has shape " + format::tuple_str(*s) +
             ", but element " + index_str(first) + " has shape " +
-            shape_str(inner);
+            format::tuple_str(inner);
       return std::nullopt;
     }
     path.pop_back();
