@@ -1,6 +1,7 @@
 // ArrayView -> tensor: the sharing rules and the copies, for every front-end
 // (include/torchbridge/array_view.h).
 
+#include "../format/util.h"
 #include "internal.h"
 #include "parallel.h"
 
@@ -49,16 +50,6 @@ std::string view_dtype_name(const ArrayView& v) {
   if (v.dtype.swapped && v.dtype.itemsize > 1) return swapped_name(v);
   if (v.dtype.scalar) return dtype_name(*v.dtype.scalar);
   return v.dtype.name ? v.dtype.name : "an unknown type";
-}
-
-std::string tuple_str(const c10::SmallVector<int64_t, 6>& v) {
-  std::string s = "(";
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(v[i]);
-  }
-  if (v.size() == 1) s += ",";
-  return s + ")";
 }
 
 // Element strides for a torch-representable layout. Extent-0/1 axes (and
@@ -191,15 +182,7 @@ void gather(const ArrayView& v, char* dst) {
 }
 
 c10::SmallVector<int64_t, 6> ordered_strides(const ArrayView& v, bool c_order) {
-  const int nd = static_cast<int>(v.shape.size());
-  c10::SmallVector<int64_t, 6> s(nd);
-  int64_t step = 1;
-  for (int k = 0; k < nd; ++k) {
-    const int i = c_order ? nd - 1 - k : k;
-    s[i] = step;
-    step *= std::max<int64_t>(v.shape[i], 1);
-  }
-  return s;
+  return format::contiguous_strides<c10::SmallVector<int64_t, 6>>(v.shape, c_order);
 }
 
 }  // namespace
@@ -282,10 +265,10 @@ std::string share_blocker_reason(ShareBlocker why, const ArrayView& v,
       return "its data is not aligned to its " + std::to_string(v.dtype.itemsize) +
              "-byte items";
     case ShareBlocker::kNegativeStride:
-      return "it has negative strides " + tuple_str(v.strides) +
+      return "it has negative strides " + format::tuple_str(v.strides) +
              ", which tensors cannot represent";
     case ShareBlocker::kOddStride:
-      return "its strides " + tuple_str(v.strides) +
+      return "its strides " + format::tuple_str(v.strides) +
              " are not multiples of its item size (" +
              std::to_string(v.dtype.itemsize) + " bytes)";
     case ShareBlocker::kReadOnly:
@@ -428,8 +411,8 @@ at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
   for (int64_t i = 1; i < n; ++i) {
     TORCH_CHECK_VALUE(views[i].shape == views[0].shape, api,
         ": cannot stack the list: element [", std::to_string(i), "] has shape ",
-        tuple_str(views[i].shape), ", but element [0] has shape ",
-        tuple_str(views[0].shape), "; arrays stack only when their shapes are equal.");
+        format::tuple_str(views[i].shape), ", but element [0] has shape ",
+        format::tuple_str(views[0].shape), "; arrays stack only when their shapes are equal.");
   }
   ArrayView probe;
   probe.dtype.scalar = common;

@@ -3,31 +3,27 @@
 
 #include <torchbridge/core.h>
 
+#include "../format/dtypes.h"
+
 #include <c10/util/Exception.h>
 
 namespace torchbridge {
 
 std::string dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kBool: return "bool";
-    case at::kByte: return "uint8";
-    case at::kChar: return "int8";
-    case at::kShort: return "int16";
-    case at::kInt: return "int32";
-    case at::kLong: return "int64";
-    case at::kUInt16: return "uint16";
-    case at::kUInt32: return "uint32";
-    case at::kUInt64: return "uint64";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
+#define TORCHBRIDGE_DTYPE_NAME(Id, name, kind, size, Torch, Npy) \
+  case at::ScalarType::Torch: return name;
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_NAME)
+#undef TORCHBRIDGE_DTYPE_NAME
+#define TORCHBRIDGE_ML_DTYPE_NAME(name, Torch) \
+  case at::ScalarType::Torch: return name;
+    TORCHBRIDGE_FORALL_ML_DTYPES(TORCHBRIDGE_ML_DTYPE_NAME)
+#undef TORCHBRIDGE_ML_DTYPE_NAME
+    // torch-only; c10 calls it "ComplexHalf", torch's Python name differs.
     case at::kComplexHalf: return "complex32";
-    case at::kComplexFloat: return "complex64";
-    case at::kComplexDouble: return "complex128";
     default: {
-      // c10's names for the rest ("Float8_e4m3fn", "QInt8") match torch's
-      // Python names once lower-cased.
+      // c10's names for the rest ("QInt8", "Float4_e2m1fn_x2") match
+      // torch's Python names once lower-cased.
       std::string s = c10::toString(t);
       for (auto& c : s) c = static_cast<char>(std::tolower(c));
       return s;
@@ -72,20 +68,10 @@ at::ScalarType policy_dtype(
 
 bool has_numpy_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kBool:
-    case at::kByte:
-    case at::kChar:
-    case at::kShort:
-    case at::kInt:
-    case at::kLong:
-    case at::kUInt16:
-    case at::kUInt32:
-    case at::kUInt64:
-    case at::kHalf:
-    case at::kFloat:
-    case at::kDouble:
-    case at::kComplexFloat:
-    case at::kComplexDouble:
+#define TORCHBRIDGE_DTYPE_CASE(Id, name, kind, size, Torch, Npy) \
+  case at::ScalarType::Torch:
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_CASE)
+#undef TORCHBRIDGE_DTYPE_CASE
       return true;
     default:
       return false;

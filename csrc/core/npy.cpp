@@ -8,6 +8,7 @@
 #include "../format/io.h"
 #include "../format/magic.h"
 #include "../format/npy.h"
+#include "../format/util.h"
 #include "../format/zip.h"
 #include "internal.h"
 #include "parallel.h"
@@ -29,40 +30,20 @@ using format::NpyHeader;
 
 at::ScalarType scalar_type(DType t) {
   switch (t) {
-    case DType::kBool: return at::kBool;
-    case DType::kInt8: return at::kChar;
-    case DType::kInt16: return at::kShort;
-    case DType::kInt32: return at::kInt;
-    case DType::kInt64: return at::kLong;
-    case DType::kUInt8: return at::kByte;
-    case DType::kUInt16: return at::kUInt16;
-    case DType::kUInt32: return at::kUInt32;
-    case DType::kUInt64: return at::kUInt64;
-    case DType::kFloat16: return at::kHalf;
-    case DType::kFloat32: return at::kFloat;
-    case DType::kFloat64: return at::kDouble;
-    case DType::kComplex64: return at::kComplexFloat;
-    case DType::kComplex128: return at::kComplexDouble;
+#define TORCHBRIDGE_DTYPE_TO_TORCH(Id, name, kind, size, Torch, Npy) \
+  case DType::k##Id: return at::ScalarType::Torch;
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_TO_TORCH)
+#undef TORCHBRIDGE_DTYPE_TO_TORCH
   }
   TORCH_INTERNAL_ASSERT(false, "unknown format::DType");
 }
 
 std::optional<DType> npy_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kBool: return DType::kBool;
-    case at::kChar: return DType::kInt8;
-    case at::kShort: return DType::kInt16;
-    case at::kInt: return DType::kInt32;
-    case at::kLong: return DType::kInt64;
-    case at::kByte: return DType::kUInt8;
-    case at::kUInt16: return DType::kUInt16;
-    case at::kUInt32: return DType::kUInt32;
-    case at::kUInt64: return DType::kUInt64;
-    case at::kHalf: return DType::kFloat16;
-    case at::kFloat: return DType::kFloat32;
-    case at::kDouble: return DType::kFloat64;
-    case at::kComplexFloat: return DType::kComplex64;
-    case at::kComplexDouble: return DType::kComplex128;
+#define TORCHBRIDGE_DTYPE_FROM_TORCH(Id, name, kind, size, Torch, Npy) \
+  case at::ScalarType::Torch: return DType::k##Id;
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_FROM_TORCH)
+#undef TORCHBRIDGE_DTYPE_FROM_TORCH
     default: return std::nullopt;
   }
 }
@@ -70,15 +51,7 @@ std::optional<DType> npy_dtype(at::ScalarType t) {
 // Column-major strides for Fortran order, row-major otherwise. The header
 // parser checked that these products fit in int64.
 std::vector<int64_t> strides_of(const NpyHeader& h) {
-  const size_t n = h.shape.size();
-  std::vector<int64_t> strides(n);
-  int64_t s = 1;
-  for (size_t k = 0; k < n; ++k) {
-    const size_t i = h.fortran_order ? k : n - 1 - k;
-    strides[i] = s;
-    s *= std::max<int64_t>(h.shape[i], 1);
-  }
-  return strides;
+  return format::contiguous_strides<std::vector<int64_t>>(h.shape, !h.fortran_order);
 }
 
 // Plain 4 KB pages, not NumPy's huge-page advice: measured on the CI VM

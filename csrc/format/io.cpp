@@ -1,5 +1,7 @@
 #include "io.h"
 
+#include "util.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -52,22 +54,7 @@ const char* kind_of(mode_t mode) {
 
 }  // namespace
 
-std::string quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
+std::string quote(const std::string& s) { return escape(s, kQuoted); }
 
 void fail(const std::string& where, const std::string& what) {
   throw Error(where + ": " + what);

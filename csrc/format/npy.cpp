@@ -1,6 +1,7 @@
 #include "npy.h"
 
 #include "magic.h"
+#include "util.h"
 
 #include <cstdio>
 #include <cstring>
@@ -18,41 +19,17 @@ struct DTypeInfo {
 
 // The table every mapping below reads; in DType's order.
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kBool, 'b', 1, "bool"},
-    {DType::kInt8, 'i', 1, "int8"},
-    {DType::kInt16, 'i', 2, "int16"},
-    {DType::kInt32, 'i', 4, "int32"},
-    {DType::kInt64, 'i', 8, "int64"},
-    {DType::kUInt8, 'u', 1, "uint8"},
-    {DType::kUInt16, 'u', 2, "uint16"},
-    {DType::kUInt32, 'u', 4, "uint32"},
-    {DType::kUInt64, 'u', 8, "uint64"},
-    {DType::kFloat16, 'f', 2, "float16"},
-    {DType::kFloat32, 'f', 4, "float32"},
-    {DType::kFloat64, 'f', 8, "float64"},
-    {DType::kComplex64, 'c', 8, "complex64"},
-    {DType::kComplex128, 'c', 16, "complex128"},
+#define TORCHBRIDGE_DTYPE_INFO(Id, name, kind, size, Torch, Npy) \
+  {DType::k##Id, kind, size, name},
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_INFO)
+#undef TORCHBRIDGE_DTYPE_INFO
 };
 
 const DTypeInfo& info(DType t) { return kDTypes[static_cast<size_t>(t)]; }
 
 // Printable excerpt of untrusted text for messages.
-std::string excerpt(const char* p, size_t n, size_t max = 120) {
-  std::string out;
-  for (size_t i = 0; i < n && i < max; ++i) {
-    const unsigned char c = static_cast<unsigned char>(p[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (n > max) out += "...";
-  return out;
+std::string excerpt(const char* p, size_t n) {
+  return escape(std::string_view(p, n), kExcerpt);
 }
 
 std::string hex_bytes(const uint8_t* p, size_t n) {
@@ -64,17 +41,6 @@ std::string hex_bytes(const uint8_t* p, size_t n) {
     out += buf;
   }
   return out;
-}
-
-std::string shape_repr(const std::vector<int64_t>& shape) {
-  // Python's repr of a tuple: (), (3,), (3, 4)
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  if (shape.size() == 1) s += ",";
-  return s + ")";
 }
 
 // Maps a descr string ("<f4", "|b1", ">c16") to a dtype, or throws a message
@@ -395,7 +361,7 @@ void parse_header_text(const char* text, size_t len, NpyHeader& out,
   uint64_t bytes = 0;
   if (overflow || __builtin_mul_overflow(extent, size, &bytes) ||
       bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    fail(where, "the shape " + shape_repr(out.shape) + " of " +
+    fail(where, "the shape " + tuple_str(out.shape) + " of " +
                     dtype_name(out.dtype) +
                     " is too large: its size in bytes overflows 64 bits");
   }
@@ -457,7 +423,7 @@ NpyHeader read_npy_header(Stream& in, const std::string& where, DataFit fit) {
   if (fit == DataFit::kAtLeast ? h.nbytes > avail : h.nbytes != avail) {
     fail(where, std::string(fit == DataFit::kAtLeast ? "truncated data"
                                                      : "wrong data size") +
-                    ": the shape " + shape_repr(h.shape) + " of " +
+                    ": the shape " + tuple_str(h.shape) + " of " +
                     dtype_name(h.dtype) + " needs " + std::to_string(h.nbytes) +
                     " bytes after the " + std::to_string(h.data_offset) +
                     "-byte header, but " + std::to_string(avail) +
@@ -472,7 +438,7 @@ std::string make_npy_header(DType dtype, bool fortran_order,
   std::string dict = "{'descr': '" + native_descr(dtype) +
                      "', 'fortran_order': " +
                      (fortran_order ? "True" : "False") +
-                     ", 'shape': " + shape_repr(shape) + ", }";
+                     ", 'shape': " + tuple_str(shape) + ", }";
   if (!shape.empty()) {
     // GROWTH_AXIS_MAX_DIGITS = 21: room to rewrite the growing dim in place.
     const size_t digits =

@@ -13,6 +13,7 @@
 // is bounded like NumPy's max_header_size (10000 bytes), dims and sizes are
 // checked for overflow, and the data must fit in what the file holds.
 
+#include "dtypes.h"
 #include "io.h"
 
 #include <cstdint>
@@ -20,25 +21,6 @@
 #include <vector>
 
 namespace torchbridge::format {
-
-// The dtypes torchbridge reads and writes: NumPy's with a torch dtype of the
-// same name.
-enum class DType : uint8_t {
-  kBool,
-  kInt8,
-  kInt16,
-  kInt32,
-  kInt64,
-  kUInt8,
-  kUInt16,
-  kUInt32,
-  kUInt64,
-  kFloat16,
-  kFloat32,
-  kFloat64,
-  kComplex64,
-  kComplex128,
-};
 
 size_t itemsize(DType t);
 // "float32", as NumPy and torch name it.

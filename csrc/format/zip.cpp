@@ -1,6 +1,7 @@
 #include "zip.h"
 
 #include "magic.h"
+#include "util.h"
 
 #include <zlib.h>
 
@@ -61,20 +62,8 @@ std::string hex32(uint32_t v) {
   return buf;
 }
 
-std::string printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 200)) {
-    if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (s.size() > 200) out += "...";
-  return "'" + out + "'";
-}
+// A member name's raw bytes, for messages.
+std::string printable(const std::string& s) { return escape(s, kRawName); }
 
 std::string method_name(uint16_t m) {
   switch (m) {

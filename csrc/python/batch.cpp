@@ -12,6 +12,7 @@
 #include "dtypes.h"
 
 #include "../core/internal.h"
+#include "../format/util.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -60,14 +61,6 @@ bool holds_tensor_at(PyObject* seq, int depth) {
   return false;
 }
 
-std::string shape_of(const at::Tensor& t) {
-  std::string out = "(";
-  for (int64_t i = 0; i < t.dim(); ++i)
-    out += (i ? ", " : "") + std::to_string(t.size(i));
-  if (t.dim() == 1) out += ",";
-  return out + ")";
-}
-
 }  // namespace
 
 bool holds_tensor(PyObject* obj) { return holds_tensor_at(obj, 0); }
@@ -102,8 +95,8 @@ at::Tensor stack_tensors(PyObject* seq, const ToTensorOptions& o,
   for (Py_ssize_t i = 1; i < n; ++i) {
     TORCH_CHECK_VALUE(items[i].sizes() == items[0].sizes(), api,
         ": cannot stack the list: element [", std::to_string(i),
-        "] has shape ", shape_of(items[i]), ", but element [0] has shape ",
-        shape_of(items[0]), "; tensors stack only when their shapes are "
+        "] has shape ", format::tuple_str(items[i].sizes()), ", but element [0] has shape ",
+        format::tuple_str(items[0].sizes()), "; tensors stack only when their shapes are "
         "equal (pad them, or convert them one by one).");
   }
   // One device to stack on: the items' own, or device= when they differ.

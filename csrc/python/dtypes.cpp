@@ -2,13 +2,15 @@
 
 #include <torchbridge/core.h>
 
+#include "../format/dtypes.h"
+#include "../format/util.h"
+
 #include <c10/util/Exception.h>
 #include <torch/csrc/Device.h>
 #include <torch/csrc/Dtype.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/object_ptr.h>
 
-#include <array>
 #include <vector>
 
 namespace torchbridge::python {
@@ -37,14 +39,11 @@ struct MlDtype {
   PyArray_Descr* descr = nullptr;  // strong, never released
 };
 
-std::array<MlDtype, 6> ml_table = {{
-    {"bfloat16", at::kBFloat16},
-    {"float8_e4m3fn", at::ScalarType::Float8_e4m3fn},
-    {"float8_e5m2", at::ScalarType::Float8_e5m2},
-    {"float8_e4m3fnuz", at::ScalarType::Float8_e4m3fnuz},
-    {"float8_e5m2fnuz", at::ScalarType::Float8_e5m2fnuz},
-    {"float8_e8m0fnu", at::ScalarType::Float8_e8m0fnu},
-}};
+MlDtype ml_table[] = {
+#define TORCHBRIDGE_ML_DTYPE_ROW(name, Torch) {name, at::ScalarType::Torch},
+    TORCHBRIDGE_FORALL_ML_DTYPES(TORCHBRIDGE_ML_DTYPE_ROW)
+#undef TORCHBRIDGE_ML_DTYPE_ROW
+};
 enum class MlState { kUnknown, kLoaded, kAbsent };
 MlState ml_state = MlState::kUnknown;
 
@@ -91,14 +90,6 @@ PyObject* torch_module() {
 // Numbers are formatted with std::to_string, never through iostreams: on
 // some toolchains (g++ 13 with the torch 2.11 wheels) the iostream numeric
 // formatting instantiated in this module segfaults. See csrc/README.md.
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i)
-    out += (i ? ", " : "") + std::to_string(s[i]);
-  if (s.size() == 1) out += ",";
-  return out + ")";
-}
-
 std::string index_str(const std::vector<Py_ssize_t>& path) {
   std::string out;
   for (auto i : path) out += "[" + std::to_string(i) + "]";
@@ -129,9 +120,9 @@ std::optional<std::vector<int64_t>> nested_shape(
     } else if (*s != inner) {
       auto first = path;
       first.back() = 0;
-      why = "element " + index_str(path) + " has shape " + shape_str(*s) +
+      why = "element " + index_str(path) + " has shape " + format::tuple_str(*s) +
             ", but element " + index_str(first) + " has shape " +
-            shape_str(inner);
+            format::tuple_str(inner);
       return std::nullopt;
     }
     path.pop_back();
@@ -197,34 +188,22 @@ std::string describe_object_array(PyArrayObject* arr) {
 
 std::optional<at::ScalarType> scalar_type_of(PyArray_Descr* d) {
   const int num = d->type_num;
+  if (PyTypeNum_ISINTEGER(num)) {
+    // By width, not by C type: NPY_INT/NPY_LONG/NPY_LONGLONG alias
+    // differently across platforms.
+    const char kind = PyTypeNum_ISSIGNED(num) ? 'i' : 'u';
+    const auto width = PyDataType_ELSIZE(d);
+#define TORCHBRIDGE_DTYPE_BY_WIDTH(Id, name, k, size, Torch, Npy) \
+    if (k == kind && size == width) return at::ScalarType::Torch;
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_BY_WIDTH)
+#undef TORCHBRIDGE_DTYPE_BY_WIDTH
+    return std::nullopt;
+  }
   switch (num) {
-    case NPY_BOOL: return at::kBool;
-    case NPY_BYTE:
-    case NPY_SHORT:
-    case NPY_INT:
-    case NPY_LONG:
-    case NPY_LONGLONG:
-    case NPY_UBYTE:
-    case NPY_USHORT:
-    case NPY_UINT:
-    case NPY_ULONG:
-    case NPY_ULONGLONG: {
-      // By width, not by C type: NPY_INT/NPY_LONG/NPY_LONGLONG alias
-      // differently across platforms.
-      const bool is_signed = PyTypeNum_ISSIGNED(num);
-      switch (PyDataType_ELSIZE(d)) {
-        case 1: return is_signed ? at::kChar : at::kByte;
-        case 2: return is_signed ? at::kShort : at::kUInt16;
-        case 4: return is_signed ? at::kInt : at::kUInt32;
-        case 8: return is_signed ? at::kLong : at::kUInt64;
-        default: return std::nullopt;
-      }
-    }
-    case NPY_HALF: return at::kHalf;
-    case NPY_FLOAT: return at::kFloat;
-    case NPY_DOUBLE: return at::kDouble;
-    case NPY_CFLOAT: return at::kComplexFloat;
-    case NPY_CDOUBLE: return at::kComplexDouble;
+#define TORCHBRIDGE_DTYPE_FROM_NPY(Id, name, kind, size, Torch, Npy) \
+  case NPY_##Npy: return at::ScalarType::Torch;
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_FROM_NPY)
+#undef TORCHBRIDGE_DTYPE_FROM_NPY
     default:
       break;
   }
@@ -238,20 +217,10 @@ std::optional<at::ScalarType> scalar_type_of(PyArray_Descr* d) {
 PyArray_Descr* descr_of(at::ScalarType t) {
   int num = -1;
   switch (t) {
-    case at::kBool: num = NPY_BOOL; break;
-    case at::kByte: num = NPY_UINT8; break;
-    case at::kChar: num = NPY_INT8; break;
-    case at::kShort: num = NPY_INT16; break;
-    case at::kInt: num = NPY_INT32; break;
-    case at::kLong: num = NPY_INT64; break;
-    case at::kUInt16: num = NPY_UINT16; break;
-    case at::kUInt32: num = NPY_UINT32; break;
-    case at::kUInt64: num = NPY_UINT64; break;
-    case at::kHalf: num = NPY_HALF; break;
-    case at::kFloat: num = NPY_FLOAT32; break;
-    case at::kDouble: num = NPY_FLOAT64; break;
-    case at::kComplexFloat: num = NPY_COMPLEX64; break;
-    case at::kComplexDouble: num = NPY_COMPLEX128; break;
+#define TORCHBRIDGE_DTYPE_TO_NPY(Id, name, kind, size, Torch, Npy) \
+  case at::ScalarType::Torch: num = NPY_##Npy; break;
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DTYPE_TO_NPY)
+#undef TORCHBRIDGE_DTYPE_TO_NPY
     default: break;
   }
   if (num >= 0) return PyArray_DescrFromType(num);

@@ -6,7 +6,10 @@
 
 #include <c10/util/Exception.h>
 
+#include "../../csrc/format/dtypes.h"
+
 #include <string>
+#include <vector>
 
 // Expects `stmt` to throw `type` whose message contains `substring`.
 #define EXPECT_THROW_MSG(stmt, type, substring)                            \
@@ -27,9 +30,11 @@ namespace torchbridge::testing {
 // Every dtype NumPy has, with the torch dtype of the same name.
 inline const std::vector<at::ScalarType>& numpy_dtypes() {
   static const std::vector<at::ScalarType> all = {
-      at::kBool,   at::kByte,   at::kChar,   at::kShort,        at::kInt,
-      at::kLong,   at::kUInt16, at::kUInt32, at::kUInt64,       at::kHalf,
-      at::kFloat,  at::kDouble, at::kComplexFloat, at::kComplexDouble};
+#define TORCHBRIDGE_TEST_DTYPE(Id, name, kind, size, Torch, Npy) \
+  at::ScalarType::Torch,
+      TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_TEST_DTYPE)
+#undef TORCHBRIDGE_TEST_DTYPE
+  };
   return all;
 }
 
