@@ -1,5 +1,6 @@
 // A LibTorch program that uses torchbridge without Python: the float policy,
-// to_host, the operators through the dispatcher, and .npy/.npz files.
+// to_host, the operators through the dispatcher, .npy/.npz files, and a raw
+// buffer converted through ArrayView.
 
 #include <torchbridge/torchbridge.h>
 
@@ -44,7 +45,36 @@ int main() {
   std::remove(npy_path.c_str());
   std::remove(npz_path.c_str());
 
-  const bool ok = y.scalar_type() == at::kFloat &&
+  // A raw buffer (here a uint8 image, 2 x 4 pixels, RGB) with the sharing
+  // rules of an ndarray: kept uint8 it is shared; as float32 it is a copy,
+  // and the owner's release runs once, when the last user is done.
+  static int released = 0;
+  auto* pixels = new uint8_t[2 * 4 * 3];
+  for (int i = 0; i < 24; ++i) pixels[i] = static_cast<uint8_t>(i);
+  auto image_view = [&] {
+    torchbridge::ArrayView v;
+    v.data = pixels;
+    v.shape = {2, 4, 3};
+    v.strides = {12, 3, 1};
+    v.dtype = {at::kByte, 1};
+    return v;
+  };
+  torchbridge::ArrayView shared_view = image_view();
+  shared_view.owner = torchbridge::BufferOwner(pixels, [](void* p) {
+    delete[] static_cast<uint8_t*>(p);
+    ++released;
+  });
+  at::Tensor img_f = torchbridge::to_tensor(image_view(), {.dtype = at::kFloat});
+  at::Tensor img = torchbridge::to_tensor(std::move(shared_view));
+  const bool image_ok = img.data_ptr() == static_cast<void*>(pixels) &&
+                        img.sizes() == at::IntArrayRef({2, 4, 3}) &&
+                        img_f.scalar_type() == at::kFloat &&
+                        at::equal(img_f, img.to(at::kFloat)) && released == 0;
+  img.reset();
+  std::cout << "ArrayView: shared uint8 image, float32 copy, owner released "
+            << released << " time(s)\n";
+
+  const bool ok = image_ok && released == 1 && y.scalar_type() == at::kFloat &&
                   at::equal(y, x.to(at::kFloat)) &&
                   host.scalar_type() == at::kFloat && !host.requires_grad() &&
                   host[1].item<float>() == -2.0f &&

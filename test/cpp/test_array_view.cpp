@@ -789,3 +789,112 @@ TEST(ArrayView, TargetDtypeFollowsThePolicy) {
 }
 
 }  // namespace
+
+// ---- DLPack (core/dlpack.cpp) ----
+
+namespace {
+
+struct FakeManaged {
+  DLManagedTensorVersioned m{};
+  int64_t shape[2] = {2, 3};
+  int64_t strides[2] = {3, 1};
+  float data[6] = {0, 1, 2, 3, 4, 5};
+  int* deleted = nullptr;
+};
+
+FakeManaged* make_managed(int* deleted) {
+  auto* f = new FakeManaged();
+  f->deleted = deleted;
+  f->m.version = {DLPACK_MAJOR_VERSION, 0};
+  f->m.manager_ctx = f;
+  f->m.deleter = [](DLManagedTensorVersioned* self) {
+    auto* owner = static_cast<FakeManaged*>(self->manager_ctx);
+    ++*owner->deleted;
+    delete owner;
+  };
+  DLTensor& t = f->m.dl_tensor;
+  t.data = f->data;
+  t.device = {kDLCPU, 0};
+  t.ndim = 2;
+  t.dtype = {kDLFloat, 32, 1};
+  t.shape = f->shape;
+  t.strides = f->strides;
+  t.byte_offset = 0;
+  return f;
+}
+
+}  // namespace
+
+TEST(DLPack, WritableIsSharedAndTheDeleterRunsOnceWithTheTensor) {
+  int deleted = 0;
+  FakeManaged* f = make_managed(&deleted);
+  float* data = f->data;
+  {
+    at::Tensor t = to_tensor(torchbridge::view_of_dlpack(&f->m));
+    EXPECT_EQ(t.data_ptr(), static_cast<void*>(data));
+    EXPECT_EQ(t.sizes(), at::IntArrayRef({2, 3}));
+    EXPECT_EQ(t.strides(), at::IntArrayRef({3, 1}));
+    EXPECT_EQ(t[1][2].item<float>(), 5.0f);
+    EXPECT_EQ(deleted, 0);
+  }
+  EXPECT_EQ(deleted, 1);
+}
+
+TEST(DLPack, ReadOnlyIsCopiedUnlessCopyFalse) {
+  int deleted = 0;
+  FakeManaged* f = make_managed(&deleted);
+  f->m.flags = DLPACK_FLAG_BITMASK_READ_ONLY;
+  at::Tensor c = to_tensor(torchbridge::view_of_dlpack(&f->m));
+  EXPECT_EQ(deleted, 1);  // the copy does not hold the producer
+  EXPECT_TRUE(at::equal(c, at::arange(6, at::kFloat).reshape({2, 3})));
+  FakeManaged* g = make_managed(&deleted);
+  CoerceOptions no_copy;
+  no_copy.copy = false;
+  at::Tensor s = to_tensor(torchbridge::view_of_dlpack(&g->m), no_copy);
+  EXPECT_EQ(s.data_ptr(), static_cast<void*>(g->data));
+  s.reset();
+  EXPECT_EQ(deleted, 2);
+}
+
+TEST(DLPack, NullStridesAreRowMajorAndByteOffsetCounts) {
+  int deleted = 0;
+  FakeManaged* f = make_managed(&deleted);
+  f->m.dl_tensor.strides = nullptr;
+  f->m.dl_tensor.byte_offset = sizeof(float);
+  f->shape[0] = 1;
+  f->shape[1] = 5;
+  at::Tensor t = to_tensor(torchbridge::view_of_dlpack(&f->m));
+  EXPECT_EQ(t.strides(), at::IntArrayRef({5, 1}));
+  EXPECT_EQ(t[0][0].item<float>(), 1.0f);
+  t.reset();
+  EXPECT_EQ(deleted, 1);
+}
+
+TEST(DLPack, RefusedInputsStillRunTheDeleterOnce) {
+  int deleted = 0;
+  FakeManaged* f = make_managed(&deleted);
+  f->m.dl_tensor.device = {kDLOpenCL, 0};
+  EXPECT_THROW(
+      {
+        try {
+          torchbridge::view_of_dlpack(&f->m);
+        } catch (const c10::ValueError& e) {
+          EXPECT_NE(std::string(e.what()).find("device type 4"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      c10::ValueError);
+  EXPECT_EQ(deleted, 1);
+  f = make_managed(&deleted);
+  f->m.dl_tensor.dtype = {kDLFloat, 32, 4};
+  EXPECT_THROW(torchbridge::view_of_dlpack(&f->m), c10::TypeError);
+  EXPECT_EQ(deleted, 2);
+  f = make_managed(&deleted);
+  f->m.dl_tensor.dtype = {kDLOpaqueHandle, 64, 1};
+  EXPECT_THROW(torchbridge::view_of_dlpack(&f->m), c10::TypeError);
+  EXPECT_EQ(deleted, 3);
+  f = make_managed(&deleted);
+  f->m.version.major = DLPACK_MAJOR_VERSION + 1;
+  EXPECT_THROW(torchbridge::view_of_dlpack(&f->m), c10::ValueError);
+  EXPECT_EQ(deleted, 4);
+}
