@@ -16,8 +16,10 @@ Cases, float64 -> float32 into a fresh tensor (what a model wants):
 64x3x32x32 (196K elements), 1M and 4M elements, a list of 64 3x32x32
 arrays (stacked), and a 64 MB float32 .npy load. Peers are every built-in
 way to get the same tensor; the ratio is ours over the best peer's mean in
-the same phase. Candidates take turns call by call (the order rotates every
-round), so the load hits all of them alike. Writes busy.md and busy.json
+the same phase. Candidates take turns call by call (in balanced orders:
+each first, and right after each other one, equally often), so the load
+and the state one call leaves (torch's spinning OpenMP workers) hit all of
+them alike. Writes busy.md and busy.json
 to --out (default benchmarks/results/).
 """
 

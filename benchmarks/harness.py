@@ -235,9 +235,11 @@ def time_calls(fns: list, rounds: int, *, min_rounds: int = 0, seconds: float = 
                gap: float = 0.0, gc_off: bool = False) -> list[list[float]]:
     """Seconds of each call of each function, the functions taking turns.
 
-    One round calls each function once: in the order 0..k-1 shifted by the
-    round number when rotate (so the load hits every candidate alike), in
-    the order given otherwise. It stops after `rounds` rounds, or earlier
+    One round calls each function once: with rotate, in the round's row of
+    balanced_orders (each function first, and right after each other one,
+    equally often: a plain shift made one candidate always follow torch's
+    OpenMP ops, whose spinning workers took the core from it on a busy
+    machine), in the order given otherwise. It stops after `rounds` rounds, or earlier
     once at least `min_rounds` are done and `seconds` have passed since the
     first. First each function is called `warmup` times (then sync, if
     given); gap sleeps that many seconds before every timed call (not
@@ -252,6 +254,7 @@ def time_calls(fns: list, rounds: int, *, min_rounds: int = 0, seconds: float = 
         sync()
     times: list[list[float]] = [[] for _ in fns]
     k, clock = len(fns), time.perf_counter
+    orders = balanced_orders(k)
     gc_was_enabled = gc.isenabled()
     if gc_off:
         gc.collect()
@@ -260,7 +263,7 @@ def time_calls(fns: list, rounds: int, *, min_rounds: int = 0, seconds: float = 
         start, r = clock(), 0
         while r < rounds:
             for j in range(k):
-                i = (r + j) % k if rotate else j
+                i = orders[r % len(orders)][j] if rotate else j
                 if gap:
                     time.sleep(gap)
                 times[i].append(calls[i]())
