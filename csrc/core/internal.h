@@ -65,6 +65,11 @@ void check_requires_grad(at::ScalarType t, const char* api, const char* what);
 // Whether an ndarray may view `t` as it is: a strided CPU tensor with
 // readable storage and no conj/neg bit, not quantized or nested.
 bool exportable(const at::Tensor& t);
+// Whether to_numpy returns a view of `t` itself: exportable, copy not
+// forced, and the requested dtype (none: t's own, which NumPy must have)
+// is t's.
+bool exportable_as(const at::Tensor& t, std::optional<at::ScalarType> want,
+                   std::optional<bool> copy);
 // Whether a tree leaf can go into one packed host-to-device transfer: a
 // strided CPU tensor with storage, not quantized, with no graph to keep.
 bool packable(const at::Tensor& t);

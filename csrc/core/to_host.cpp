@@ -32,6 +32,12 @@ bool exportable(const at::Tensor& t) {
          !t.is_neg() && !t.is_quantized() && !t.is_nested() && has_readable_storage(t);
 }
 
+bool exportable_as(const at::Tensor& t, std::optional<at::ScalarType> want,
+                   std::optional<bool> copy) {
+  if (copy.value_or(false) || !t.defined() || !exportable(t)) return false;
+  return want ? *want == t.scalar_type() : has_numpy_dtype(t.scalar_type());
+}
+
 bool packable(const at::Tensor& t) {
   return t.defined() && t.is_cpu() && t.layout() == at::kStrided &&
          !t.is_quantized() && t.has_storage() &&

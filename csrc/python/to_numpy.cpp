@@ -240,12 +240,9 @@ PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
     }
   }
   // Fast path: share memory, no detach needed (the array reads raw memory).
-  if (!numpy_cast && !copy.value_or(false) && t.defined() && detail::exportable(t)) {
-    const auto st = t.scalar_type();
-    if (want_st ? *want_st == st : has_numpy_dtype(st)) {
-      if (want) Py_INCREF(want);
-      return export_tensor(t, want ? want : descr_of(st));
-    }
+  if (!numpy_cast && detail::exportable_as(t, want_st, copy)) {
+    if (want) Py_INCREF(want);
+    return export_tensor(t, want ? want : descr_of(t.scalar_type()));
   }
   TORCH_CHECK_VALUE(!(numpy_cast && copy.has_value() && !*copy), kApi,
       "(copy=False): dtype=", py_str(reinterpret_cast<PyObject*>(want)),
