@@ -4,6 +4,8 @@
 
 #include "internal.h"
 
+#include "../format/util.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
@@ -118,6 +120,70 @@ at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
     x = fresh_copy(x, target, o.pin_memory && device.is_cpu());
   return x;
 }
+
+at::Tensor stack_tensors(std::vector<at::Tensor> items, const CoerceOptions& o,
+                         const char* api) {
+  const size_t n = items.size();
+  TORCH_CHECK_VALUE(n > 0, api, ": cannot stack an empty list.");
+  for (size_t i = 1; i < n; ++i) {
+    TORCH_CHECK_VALUE(items[i].sizes() == items[0].sizes(), api,
+        ": cannot stack the list: element [", std::to_string(i),
+        "] has shape ", format::tuple_str(items[i].sizes()), ", but element [0] has shape ",
+        format::tuple_str(items[0].sizes()), "; tensors stack only when their shapes are "
+        "equal (pad them, or convert them one by one).");
+  }
+  // One device to stack on: the items' own, or device= when they differ.
+  at::Device src = items[0].device();
+  bool mixed = false;
+  for (size_t i = 1; i < n; ++i) {
+    if (items[i].device() == src) continue;
+    TORCH_CHECK_VALUE(o.device.has_value(), api,
+        ": cannot stack the list: element [", std::to_string(i), "] is on ",
+        items[i].device().str(), ", but element [0] is on ", src.str(),
+        "; move them to one device first, or pass device= to gather them "
+        "there.");
+    mixed = true;
+  }
+  const auto dst = o.device ? resolve_device(*o.device) : src;
+  at::ScalarType common = items[0].scalar_type();
+  bool graph = false, dense = true;
+  for (const auto& t : items) {
+    common = c10::promoteTypes(common, t.scalar_type());
+    graph |= t.requires_grad();
+    dense &= t.layout() == at::kStrided;
+  }
+  graph &= at::GradMode::is_enabled();
+  const auto target = policy_dtype(common, o.dtype, o.float_dtype);
+
+  CoerceOptions co;
+  co.dtype = target;
+  co.device = dst;
+  co.non_blocking = o.non_blocking;
+  co.pin_memory = o.pin_memory;
+  co.requires_grad = o.requires_grad;
+  at::Tensor out;
+  {
+    if (mixed) {
+      src = dst;
+      for (auto& t : items) t = t.to(dst);  // Tensor.to keeps the graph
+    }
+    // Without a graph to keep, the cast (narrowing before a transfer, the
+    // whole cast otherwise) happens inside the stacking copy: one pass.
+    const auto stack_dtype =
+        src == dst ? target : bus_dtype(common, target);
+    if (graph || !dense || !c10::canCast(common, stack_dtype)) {
+      out = at::stack(items);  // autograd records it
+    } else {
+      std::vector<int64_t> shape{static_cast<int64_t>(n)};
+      shape.insert(shape.end(), items[0].sizes().begin(), items[0].sizes().end());
+      out = at::empty(shape, at::TensorOptions().dtype(stack_dtype).device(src));
+      at::stack_out(out, items);
+    }
+    out = coerce(out, co, api);
+  }
+  return out;
+}
+
 
 }  // namespace detail
 

@@ -58,6 +58,13 @@ at::Tensor upload(const HostSource& src, at::ScalarType target, at::Device devic
 // dense and of `common`.
 at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
                  const CoerceOptions& o, const char* api);
+// Stacks equal-shaped tensors along a new first axis (a list holding
+// tensors): on their common device (or device=, gathering them there), in
+// the promoted dtype under the policy; the graph is kept (at::stack) when
+// an item requires grad, else the cast runs inside the stacking copy.
+// ValueError names the element whose shape or device differs.
+at::Tensor stack_tensors(std::vector<at::Tensor> items, const CoerceOptions& o,
+                         const char* api);
 // ValueError unless `t` can require gradients; `what` leads the dtype
 // ("the result is").
 void check_requires_grad(at::ScalarType t, const char* api, const char* what);

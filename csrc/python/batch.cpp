@@ -12,7 +12,6 @@
 #include "dtypes.h"
 
 #include "../core/internal.h"
-#include "../format/util.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -92,67 +91,16 @@ at::Tensor stack_tensors(PyObject* seq, const ToTensorOptions& o,
       items.push_back(THPVariable_Unpack(t.get()));
     }
   }
-  for (Py_ssize_t i = 1; i < n; ++i) {
-    TORCH_CHECK_VALUE(items[i].sizes() == items[0].sizes(), api,
-        ": cannot stack the list: element [", std::to_string(i),
-        "] has shape ", format::tuple_str(items[i].sizes()), ", but element [0] has shape ",
-        format::tuple_str(items[0].sizes()), "; tensors stack only when their shapes are "
-        "equal (pad them, or convert them one by one).");
-  }
-  // One device to stack on: the items' own, or device= when they differ.
-  at::Device src = items[0].device();
-  bool mixed = false;
-  for (Py_ssize_t i = 1; i < n; ++i) {
-    if (items[i].device() == src) continue;
-    TORCH_CHECK_VALUE(o.device.has_value(), api,
-        ": cannot stack the list: element [", std::to_string(i), "] is on ",
-        items[i].device().str(), ", but element [0] is on ", src.str(),
-        "; move them to one device first, or pass device= to gather them "
-        "there.");
-    mixed = true;
-  }
-  const auto dst = o.device ? resolve_device(*o.device) : src;
-  at::ScalarType common = items[0].scalar_type();
-  bool graph = false, dense = true;
   int64_t bytes = 0;
+  bool on_host = true;
   for (const auto& t : items) {
-    common = c10::promoteTypes(common, t.scalar_type());
-    graph |= t.requires_grad();
-    dense &= t.layout() == at::kStrided;
     bytes += t.numel() * static_cast<int64_t>(t.element_size());
+    on_host &= t.device().is_cpu();
   }
-  graph &= at::GradMode::is_enabled();
-  const auto target = policy_dtype(common, o.dtype, o.float_dtype);
-
-  CoerceOptions co;
-  co.dtype = target;
-  co.device = dst;
-  co.non_blocking = o.non_blocking;
-  co.pin_memory = o.pin_memory;
-  co.requires_grad = o.requires_grad;
-  at::Tensor out;
-  {
-    // `items` and `snap` hold everything the stacking reads.
-    GilRelease nogil(!src.is_cpu() || !dst.is_cpu() || bytes >= kReleaseGilBytes);
-    if (mixed) {
-      src = dst;
-      for (auto& t : items) t = t.to(dst);  // Tensor.to keeps the graph
-    }
-    // Without a graph to keep, the cast (narrowing before a transfer, the
-    // whole cast otherwise) happens inside the stacking copy: one pass.
-    const auto stack_dtype =
-        src == dst ? target : detail::bus_dtype(common, target);
-    if (graph || !dense || !c10::canCast(common, stack_dtype)) {
-      out = at::stack(items);  // autograd records it
-    } else {
-      std::vector<int64_t> shape{n};
-      shape.insert(shape.end(), items[0].sizes().begin(), items[0].sizes().end());
-      out = at::empty(shape, at::TensorOptions().dtype(stack_dtype).device(src));
-      at::stack_out(out, items);
-    }
-    out = detail::coerce(out, co, api);
-  }
-  return out;
+  // `items` and `snap` hold everything the stacking reads.
+  GilRelease nogil(!on_host || (o.device && !o.device->is_cpu()) ||
+                   bytes >= kReleaseGilBytes);
+  return detail::stack_tensors(std::move(items), o, api);
 }
 
 PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
