@@ -404,6 +404,22 @@ at::Tensor to_tensor(ArrayView& v, const CoerceOptions& o, const char* api) {
   return out;
 }
 
+ArrayResult array_result(bool temporary, bool cast, std::optional<bool> copy,
+                         const char* api, const char* temporary_from,
+                         const std::function<std::string()>& cast_words) {
+  const bool no_copy = copy.has_value() && !*copy;
+  TORCH_CHECK_VALUE(!(no_copy && temporary), api,
+      "(copy=False): the input has no memory to share (", temporary_from,
+      "); pass copy=None.");
+  if (cast) {
+    TORCH_CHECK_VALUE(!no_copy, api, "(copy=False): ", cast_words(),
+        " needs a copy; pass copy=None.");
+    return ArrayResult::kCast;
+  }
+  // A temporary is already the caller's own: copy=True copies nothing more.
+  return copy.value_or(false) && !temporary ? ArrayResult::kCopy : ArrayResult::kItself;
+}
+
 at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
                  const CoerceOptions& o, const char* api) {
   const int64_t n = static_cast<int64_t>(views.size());

@@ -6,6 +6,8 @@
 #include <torchbridge/core.h>
 #include <torchbridge/npy.h>
 
+#include <functional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -58,6 +60,15 @@ at::Tensor upload(const HostSource& src, at::ScalarType target, at::Device devic
 // dense and of `common`.
 at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
                  const CoerceOptions& o, const char* api);
+// to_numpy of an array: the array itself, a copy, or a cast copy, by copy=
+// and whether its dtype must change (`cast`). ValueError for copy=False
+// when the input was built for this call (`temporary_from` says how) or
+// must be cast (`cast_words()` names the cast, built only then).
+enum class ArrayResult { kItself, kCopy, kCast };
+ArrayResult array_result(bool temporary, bool cast, std::optional<bool> copy,
+                         const char* api, const char* temporary_from,
+                         const std::function<std::string()>& cast_words);
+
 // Stacks equal-shaped tensors along a new first axis (a list holding
 // tensors): on their common device (or device=, gathering them there), in
 // the promoted dtype under the policy; the graph is kept (at::stack) when

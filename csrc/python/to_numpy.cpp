@@ -151,23 +151,21 @@ PyObject* make_storage_ref(const c10::Storage& s) {
 PyObject* finish_array(THPObjectPtr arr, PyArray_Descr* want,
                        std::optional<bool> copy, bool fresh) {
   auto* a = reinterpret_cast<PyArrayObject*>(arr.get());
-  TORCH_CHECK_VALUE(!(copy.has_value() && !*copy && fresh), kApi,
-      "(copy=False): the input has no memory to share (NumPy had to build a "
-      "new array from it, as for Python lists and scalars); pass copy=None.");
-  if (!want || PyArray_EquivTypes(PyArray_DESCR(a), want)) {
-    if (copy.value_or(false) && !fresh) {
-      PyObject* c = PyArray_NewCopy(a, NPY_KEEPORDER);
-      if (!c) throw python_error();
-      return c;
-    }
-    return arr.release();
+  const bool cast = want && !PyArray_EquivTypes(PyArray_DESCR(a), want);
+  const auto how = detail::array_result(
+      fresh, cast, copy, kApi,
+      "NumPy had to build a new array from it, as for Python lists and scalars", [&] {
+        return "casting the array from " +
+               py_str(reinterpret_cast<PyObject*>(PyArray_DESCR(a))) + " to " +
+               py_str(reinterpret_cast<PyObject*>(want));
+      });
+  if (how == detail::ArrayResult::kItself) return arr.release();
+  if (how == detail::ArrayResult::kCopy) {
+    PyObject* c = PyArray_NewCopy(a, NPY_KEEPORDER);
+    if (!c) throw python_error();
+    return c;
   }
-  TORCH_CHECK_VALUE(!(copy.has_value() && !*copy), kApi,
-      "(copy=False): casting the array from ",
-      py_str(reinterpret_cast<PyObject*>(PyArray_DESCR(a))), " to ",
-      py_str(reinterpret_cast<PyObject*>(want)),
-      " needs a copy; pass copy=None.");
-  Py_INCREF(want);
+  Py_INCREF(want);  // kCast: NumPy's cast into a new array of the same order
   PyObject* out = PyArray_NewLikeArray(a, NPY_KEEPORDER, want, 0);
   if (!out) throw python_error();
   if (PyArray_CopyInto(reinterpret_cast<PyArrayObject*>(out), a) < 0) {
