@@ -206,3 +206,13 @@ def test_pyarrow_arrays_through_dlpack():
         pytest.skip("this pyarrow has no __dlpack__")
     t = tb.to_tensor(arr)
     assert torch.equal(t, torch.arange(5))
+
+
+@pytest.mark.parametrize("dtype", [
+    torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8,
+    torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+    torch.bfloat16])
+def test_every_dlpack_dtype_code_maps_to_the_same_torch_dtype(dtype):
+    x = torch.arange(3).to(dtype)
+    t = tb.to_tensor(Producer(x), float_dtype=None)
+    assert t.dtype == dtype and t.data_ptr() == x.data_ptr() and torch.equal(t, x)

@@ -5,6 +5,8 @@
 
 #include <torchbridge/array_view.h>
 
+#include "../format/dtypes.h"
+
 #include <c10/util/Exception.h>
 
 #include <string>
@@ -14,52 +16,40 @@ namespace {
 
 constexpr const char* kApi = "to_tensor";
 
-// DLPack (code, bits) -> torch. Float8 codes are DLPack 1.1's (numbers,
-// so an older dlpack.h still compiles).
+// DLPack (code, bits) -> torch: the NumPy types through the one dtype
+// table (DLPack's int/uint/float/complex/bool codes are NumPy's kinds, its
+// bits 8 x the item size); the types NumPy lacks by DLPack's own codes.
+// Float8 codes are DLPack 1.1's (numbers, so an older dlpack.h compiles).
+char kind_of(uint8_t code) {
+  switch (code) {
+    case kDLInt: return 'i';
+    case kDLUInt: return 'u';
+    case kDLFloat: return 'f';
+    case kDLComplex: return 'c';
+    case kDLBool: return 'b';
+    default: return 0;
+  }
+}
+
 std::optional<at::ScalarType> scalar_of(DLDataType t) {
-  switch (t.code) {
-    case kDLInt:
-      switch (t.bits) {
-        case 8: return at::kChar;
-        case 16: return at::kShort;
-        case 32: return at::kInt;
-        case 64: return at::kLong;
-      }
-      break;
-    case kDLUInt:
-      switch (t.bits) {
-        case 8: return at::kByte;
-        case 16: return at::kUInt16;
-        case 32: return at::kUInt32;
-        case 64: return at::kUInt64;
-      }
-      break;
-    case kDLFloat:
-      switch (t.bits) {
-        case 16: return at::kHalf;
-        case 32: return at::kFloat;
-        case 64: return at::kDouble;
-      }
-      break;
-    case kDLBfloat:
-      if (t.bits == 16) return at::kBFloat16;
-      break;
-    case kDLComplex:
-      switch (t.bits) {
-        case 32: return at::kComplexHalf;
-        case 64: return at::kComplexFloat;
-        case 128: return at::kComplexDouble;
-      }
-      break;
-    case kDLBool:
-      if (t.bits == 8) return at::kBool;
-      break;
-    case 10: if (t.bits == 8) return at::kFloat8_e4m3fn; break;
-    case 11: if (t.bits == 8) return at::kFloat8_e4m3fnuz; break;
-    case 12: if (t.bits == 8) return at::kFloat8_e5m2; break;
-    case 13: if (t.bits == 8) return at::kFloat8_e5m2fnuz; break;
-    case 14: if (t.bits == 8) return at::kFloat8_e8m0fnu; break;
-    default: break;
+  const char kind = kind_of(t.code);
+#define TORCHBRIDGE_DLPACK_ROW(Id, name, k, size, Torch, Npy) \
+  if (kind == (k) && t.bits == (size) * 8) return at::ScalarType::Torch;
+  if (kind) {
+    TORCHBRIDGE_FORALL_NUMPY_DTYPES(TORCHBRIDGE_DLPACK_ROW)
+  }
+#undef TORCHBRIDGE_DLPACK_ROW
+  if (t.bits == 16 && t.code == kDLBfloat) return at::kBFloat16;
+  if (t.bits == 32 && t.code == kDLComplex) return at::kComplexHalf;
+  if (t.bits == 8) {
+    switch (t.code) {
+      case 10: return at::kFloat8_e4m3fn;
+      case 11: return at::kFloat8_e4m3fnuz;
+      case 12: return at::kFloat8_e5m2;
+      case 13: return at::kFloat8_e5m2fnuz;
+      case 14: return at::kFloat8_e8m0fnu;
+      default: break;
+    }
   }
   return std::nullopt;
 }
