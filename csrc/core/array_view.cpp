@@ -1,6 +1,7 @@
 // ArrayView -> tensor: the sharing rules and the copies, for every front-end
 // (include/torchbridge/array_view.h).
 
+#include "../format/npy.h"
 #include "../format/util.h"
 #include "internal.h"
 #include "parallel.h"
@@ -24,7 +25,8 @@ bool is_complex(const ArrayView& v) {
   return v.dtype.scalar && c10::isComplexType(*v.dtype.scalar);
 }
 
-// The alignment NumPy asks of an item: its size, or a part's for complex.
+// The alignment NumPy asks of an item, and the unit its bytes are swapped
+// in: its size, or a part's for complex.
 int64_t alignment(const ArrayView& v) {
   const int64_t item = v.dtype.itemsize;
   return is_complex(v) ? item / 2 : item;
@@ -113,38 +115,6 @@ bool dense_in_order(const ArrayView& v, bool c_order) {
   return true;
 }
 
-// Reverses the bytes of each `unit`-byte part of an item in place.
-void swap_bytes(char* p, int64_t n, int64_t unit) {
-  switch (unit) {
-    case 2:
-      for (int64_t i = 0; i < n; i += 2) {
-        uint16_t x;
-        std::memcpy(&x, p + i, 2);
-        x = __builtin_bswap16(x);
-        std::memcpy(p + i, &x, 2);
-      }
-      return;
-    case 4:
-      for (int64_t i = 0; i < n; i += 4) {
-        uint32_t x;
-        std::memcpy(&x, p + i, 4);
-        x = __builtin_bswap32(x);
-        std::memcpy(p + i, &x, 4);
-      }
-      return;
-    case 8:
-      for (int64_t i = 0; i < n; i += 8) {
-        uint64_t x;
-        std::memcpy(&x, p + i, 8);
-        x = __builtin_bswap64(x);
-        std::memcpy(p + i, &x, 8);
-      }
-      return;
-    default:
-      for (int64_t i = 0; i < n; i += unit) std::reverse(p + i, p + i + unit);
-  }
-}
-
 // Copies any layout (negative, odd or unaligned strides, swapped bytes)
 // into `dst`: dense, C order, native, the view's own type. Rows (the last
 // axis) are the unit of work: one row's source offset is computed once.
@@ -156,7 +126,7 @@ void gather(const ArrayView& v, char* dst) {
   const int64_t cols = nd ? v.shape[nd - 1] : 1;
   const int64_t col_stride = nd ? v.strides[nd - 1] : item;
   const int64_t rows = n / cols;
-  const int64_t unit = is_complex(v) ? item / 2 : item;
+  const int64_t unit = alignment(v);
   const bool swap = v.dtype.swapped && unit > 1;
   const auto* base = static_cast<const char*>(v.data);
   const int64_t row_bytes = cols * item;
@@ -176,7 +146,8 @@ void gather(const ArrayView& v, char* dst) {
         for (int64_t c = 0; c < cols; ++c)
           std::memcpy(d + c * item, s + c * col_stride, static_cast<size_t>(item));
       }
-      if (swap) swap_bytes(d, row_bytes, unit);
+      if (swap)
+        format::swap_units(d, static_cast<uint64_t>(row_bytes / unit), static_cast<size_t>(unit));
     }
   });
 }
@@ -293,6 +264,11 @@ at::ScalarType target_dtype(const ArrayView& v, const CoerceOptions& o, const ch
   return policy_dtype(*v.dtype.scalar, o.dtype, o.float_dtype);
 }
 
+at::ScalarType target_dtype(at::ScalarType src, const CoerceOptions& o, const char* api) {
+  if (o.dtype) check_target_dtype(*o.dtype, api);
+  return policy_dtype(src, o.dtype, o.float_dtype);
+}
+
 at::Tensor borrow(const ArrayView& v) { return wrap_borrowed(v); }
 
 at::Tensor copy_view(const ArrayView& v, at::ScalarType target, bool pin) {
@@ -348,6 +324,11 @@ at::Tensor upload(const HostSource& src, at::ScalarType target, at::Device devic
   return out.scalar_type() == target ? out : out.to(target);  // widen on device
 }
 
+at::Tensor new_leaf(const at::Tensor& t, const char* api) {
+  check_requires_grad(t.scalar_type(), api, "the result is");
+  return t.detach().requires_grad_(true);
+}
+
 void check_requires_grad(at::ScalarType t, const char* api, const char* what) {
   TORCH_CHECK_VALUE(c10::isFloatingType(t) || c10::isComplexType(t), api,
       "(requires_grad=True): only floating and complex tensors can require "
@@ -387,9 +368,10 @@ at::Tensor to_tensor(ArrayView& v, const CoerceOptions& o, const char* api) {
   } else {
     // A device buffer: torch moves and casts it (narrowing before a
     // transfer, widening after), as for any device tensor.
-    TORCH_CHECK_VALUE(layout_blocker(v) == ShareBlocker::kNone, api,
+    const ShareBlocker layout = layout_blocker(v);
+    TORCH_CHECK_VALUE(layout == ShareBlocker::kNone, api,
         ": the ", v.device.str(), " buffer cannot be read because ",
-        share_blocker_reason(layout_blocker(v), v, target, o),
+        share_blocker_reason(layout, v, target, o),
         "; make it contiguous on its device first.");
     CoerceOptions co = o;
     co.dtype = target;
@@ -397,11 +379,7 @@ at::Tensor to_tensor(ArrayView& v, const CoerceOptions& o, const char* api) {
     co.requires_grad = false;
     out = coerce(wrap_borrowed(v), co, api);
   }
-  if (o.requires_grad) {
-    check_requires_grad(out.scalar_type(), api, "the result is");
-    out = out.detach().requires_grad_(true);  // a new leaf
-  }
-  return out;
+  return o.requires_grad ? new_leaf(out, api) : out;
 }
 
 ArrayResult array_result(bool temporary, bool cast, std::optional<bool> copy,
@@ -430,9 +408,7 @@ at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
         format::tuple_str(views[i].shape), ", but element [0] has shape ",
         format::tuple_str(views[0].shape), "; arrays stack only when their shapes are equal.");
   }
-  ArrayView probe;
-  probe.dtype.scalar = common;
-  const auto target = target_dtype(probe, o, api);
+  const auto target = target_dtype(common, o, api);
   TORCH_CHECK_VALUE(!(o.copy.has_value() && !*o.copy), api,
       "(copy=False): a list of ", std::to_string(n), " arrays cannot share memory with one "
       "tensor; stacking them is a copy. Pass copy=None.");
@@ -475,8 +451,7 @@ at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
     }
   }
   if (to_cpu) return out;
-  out = move_to_device(out, device, o.non_blocking);
-  return out.scalar_type() == target ? out : out.to(target);
+  return upload({out, host_dtype}, target, device, o.non_blocking);
 }
 
 }  // namespace detail

@@ -50,16 +50,13 @@ at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o,
   if (o.requires_grad) {
     CoerceOptions plain = o;
     plain.requires_grad = false;
-    auto x = coerce(t, plain, api);
-    check_requires_grad(x.scalar_type(), api, "the result is");
-    return x.detach().requires_grad_(true);  // a new leaf
+    return new_leaf(coerce(t, plain, api), api);
   }
   TORCH_CHECK_VALUE(t.defined(), api,
       ": got an undefined tensor (a default-constructed at::Tensor); pass a "
       "tensor that holds data.");
-  if (o.dtype) check_target_dtype(*o.dtype, api);
   const auto src = t.scalar_type();
-  const auto target = policy_dtype(src, o.dtype, o.float_dtype);
+  const auto target = target_dtype(src, o, api);
   const at::Device device = o.device ? resolve_device(*o.device) : t.device();
   const bool move = device != t.device();
   const bool cast = target != src;

@@ -33,6 +33,8 @@ at::Tensor coerce(const at::Tensor& t, const CoerceOptions& o, const char* api);
 
 // ArrayView (array_view.cpp); `api` names the entry point in errors.
 at::ScalarType target_dtype(const ArrayView& v, const CoerceOptions& o, const char* api);
+// The same for a source dtype: TypeError for an unusable dtype=, then the policy.
+at::ScalarType target_dtype(at::ScalarType src, const CoerceOptions& o, const char* api);
 // The view as a tensor, shared or copied by the rules (takes v.owner only
 // when the result shares the buffer; else the caller still holds it).
 at::Tensor to_tensor(ArrayView& v, const CoerceOptions& o, const char* api);
@@ -79,6 +81,8 @@ at::Tensor stack_tensors(std::vector<at::Tensor> items, const CoerceOptions& o,
 // ValueError unless `t` can require gradients; `what` leads the dtype
 // ("the result is").
 void check_requires_grad(at::ScalarType t, const char* api, const char* what);
+// `t` as a new autograd leaf that requires grad (after that check).
+at::Tensor new_leaf(const at::Tensor& t, const char* api);
 
 // Whether an ndarray may view `t` as it is: a strided CPU tensor with
 // readable storage and no conj/neg bit, not quantized or nested.

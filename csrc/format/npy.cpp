@@ -490,7 +490,10 @@ uint64_t bswap64(uint64_t v) { return __builtin_bswap64(v); }
 void byteswap(void* data, uint64_t count, DType dtype) {
   size_t unit = itemsize(dtype);
   if (dtype == DType::kComplex64 || dtype == DType::kComplex128) unit /= 2;
-  const uint64_t n = count * (itemsize(dtype) / unit);
+  swap_units(data, count * (itemsize(dtype) / unit), unit);
+}
+
+void swap_units(void* data, uint64_t n, size_t unit) {
   auto* p = static_cast<uint8_t*>(data);
   switch (unit) {
     case 2:

@@ -84,6 +84,10 @@ std::string make_npy_header(DType dtype, bool fortran_order,
 // a complex number on its own).
 void byteswap(void* data, uint64_t count, DType dtype);
 
+// Reverses the bytes of each of `n` units of `unit` bytes in place (2, 4 or
+// 8; one-byte units are left as they are). `data` may be misaligned.
+void swap_units(void* data, uint64_t n, size_t unit);
+
 // True when this machine is little-endian.
 constexpr bool native_little_endian() {
   return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;

@@ -135,8 +135,7 @@ PyObject* to_tensor_batch(PyObject* leaves, const ToTensorOptions& o) {
         singles.push_back(i);
         continue;
       }
-      if (o.dtype) detail::check_target_dtype(*o.dtype, "to_tensor");
-      const auto target = policy_dtype(t.scalar_type(), o.dtype, o.float_dtype);
+      const auto target = detail::target_dtype(t.scalar_type(), o, "to_tensor");
       batch.push_back({i, t, detail::bus_dtype(t.scalar_type(), target), target,
                        THPObjectPtr(), ArrayView()});
     } else if (PyArray_Check(leaf) || PyArray_IsScalar(leaf, Generic)) {
