@@ -32,6 +32,24 @@ void destroy_managed(PyObject* capsule) {
   PyErr_Clear();
 }
 
+// Takes the managed tensor out of the producer's capsule (renamed `used`,
+// so the producer no longer frees it) into a capsule of ours that `owner`
+// holds; if that capsule cannot be made, the tensor is freed at once.
+template <typename Managed>
+Managed* take_managed(PyObject* capsule, const char* name, const char* used,
+                      const char* ours, BufferOwner& owner) {
+  auto* m = static_cast<Managed*>(PyCapsule_GetPointer(capsule, name));
+  if (!m) throw python_error();
+  if (PyCapsule_SetName(capsule, used) < 0) throw python_error();
+  PyObject* own = PyCapsule_New(m, ours, &destroy_managed<Managed>);
+  if (!own) {
+    if (m->deleter) m->deleter(m);
+    throw python_error();
+  }
+  owner = BufferOwner(own, &release_pyobject);
+  return m;
+}
+
 // The stream argument for a CUDA producer: the consumer's current stream
 // (the producer makes it wait for its pending work), 1 for the legacy
 // default stream (0 is not allowed by the protocol).
@@ -117,17 +135,9 @@ std::optional<ArrayView> dlpack_view(PyObject* obj, const char* api) {
   }
   const char* name = PyCapsule_GetName(capsule.get());
   if (name && std::strcmp(name, "dltensor_versioned") == 0) {
-    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(capsule.get(), name));
-    if (!m) throw python_error();
-    // Ours from here: the producer's capsule must not free it any more.
-    if (PyCapsule_SetName(capsule.get(), "used_dltensor_versioned") < 0) throw python_error();
-    PyObject* own = PyCapsule_New(m, "torchbridge.dltensor_versioned",
-                                  &destroy_managed<DLManagedTensorVersioned>);
-    if (!own) {
-      if (m->deleter) m->deleter(m);
-      throw python_error();
-    }
-    BufferOwner owner(own, &release_pyobject);
+    BufferOwner owner;
+    auto* m = take_managed<DLManagedTensorVersioned>(
+        capsule.get(), name, "used_dltensor_versioned", "torchbridge.dltensor_versioned", owner);
     TORCH_CHECK_VALUE(m->version.major == DLPACK_MAJOR_VERSION, api,
         ": the DLPack producer ", Py_TYPE(obj)->tp_name, " speaks version ",
         std::to_string(m->version.major), ".", std::to_string(m->version.minor),
@@ -135,15 +145,10 @@ std::optional<ArrayView> dlpack_view(PyObject* obj, const char* api) {
     return view_of_dlpack(m->dl_tensor, m->flags, std::move(owner));
   }
   if (name && std::strcmp(name, "dltensor") == 0) {
-    auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.get(), name));
-    if (!m) throw python_error();
-    if (PyCapsule_SetName(capsule.get(), "used_dltensor") < 0) throw python_error();
-    PyObject* own = PyCapsule_New(m, "torchbridge.dltensor", &destroy_managed<DLManagedTensor>);
-    if (!own) {
-      if (m->deleter) m->deleter(m);
-      throw python_error();
-    }
-    return view_of_dlpack(m->dl_tensor, 0, BufferOwner(own, &release_pyobject));
+    BufferOwner owner;
+    auto* m = take_managed<DLManagedTensor>(capsule.get(), name, "used_dltensor",
+                                            "torchbridge.dltensor", owner);
+    return view_of_dlpack(m->dl_tensor, 0, std::move(owner));
   }
   TORCH_CHECK_TYPE(false, api, ": ", Py_TYPE(obj)->tp_name, ".__dlpack__() returned a ",
       Py_TYPE(capsule.get())->tp_name, " named \"", name ? name : "", "\", not a DLPack "

@@ -37,6 +37,14 @@ const char* long_double_name(PyArray_Descr* d) {
   }
 }
 
+// For a dtype torch lacks: returns when it is long double with dtype= (which
+// NumPy casts); anything else raises TypeError with its reason and fix.
+void check_long_double_cast(PyArray_Descr* d, const ToTensorOptions& o, PyArrayObject* arr) {
+  const bool long_double = d->type_num == NPY_LONGDOUBLE || d->type_num == NPY_CLONGDOUBLE;
+  if (o.dtype) detail::check_target_dtype(*o.dtype, kApi);
+  if (!long_double || !o.dtype) raise_unsupported_dtype(d, kApi, arr);
+}
+
 bool worth_releasing(const ArrayView& v, const ToTensorOptions& o) {
   return (o.device && !o.device->is_cpu()) ||
          v.numel() * v.dtype.itemsize >= kReleaseGilBytes;
@@ -78,12 +86,8 @@ at::Tensor stack_arrays(PyObject* seq, const ToTensorOptions& o) {
   THPObjectPtr common_ref(reinterpret_cast<PyObject*>(common));
   auto st = scalar_type_of(common);
   if (!st) {
-    // Long double items with dtype= are cast by NumPy one by one (below);
-    // other types torch lacks are refused with their reason.
-    const bool long_double =
-        common->type_num == NPY_LONGDOUBLE || common->type_num == NPY_CLONGDOUBLE;
-    if (o.dtype) detail::check_target_dtype(*o.dtype, kApi);
-    if (!long_double || !o.dtype) raise_unsupported_dtype(common, kApi, nullptr);
+    // Long double items are cast by NumPy one by one (below).
+    check_long_double_cast(common, o, nullptr);
     st = *o.dtype;
   }
   std::vector<THPObjectPtr> keep(n);
@@ -138,11 +142,8 @@ ArrayView array_view(PyArrayObject* arr, const ToTensorOptions& o, bool own,
   auto st = scalar_type_of(d);
   const char* cast_from = nullptr;
   if (!st) {
-    // Types torch lacks: NumPy casts long double to the requested dtype
-    // (one rounding); everything else is refused with its reason.
-    const bool long_double = d->type_num == NPY_LONGDOUBLE || d->type_num == NPY_CLONGDOUBLE;
-    if (o.dtype) detail::check_target_dtype(*o.dtype, kApi);
-    if (!long_double || !o.dtype) raise_unsupported_dtype(d, kApi, arr);
+    // NumPy casts long double to the requested dtype (one rounding).
+    check_long_double_cast(d, o, arr);
     PyArray_Descr* to = descr_of(*o.dtype);
     if (!to) to = PyArray_DescrFromType(d->type_num == NPY_CLONGDOUBLE ? NPY_CDOUBLE : NPY_DOUBLE);
     cast_from = long_double_name(d);
