@@ -28,6 +28,20 @@ try:
 except ImportError:
     HAS_ML_DTYPES = False
 
+
+
+def optional(name: str):
+    """Import an optional package or skip the test. Any import failure
+    skips: pandas 3 (built for NumPy 2) raises on NumPy 1.26, not only
+    ImportError."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"{name} unavailable: {type(e).__name__}: {e}")
+
+
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 needs_two_gpus = pytest.mark.skipif(
     not HAS_CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
