@@ -332,6 +332,115 @@ def test_errors_in_leaves_propagate():
         tb.tree_to_tensor({"a": [np.zeros(2, "M8[s]")]})
 
 
+TEXT = np.array(["a", "b"])
+
+
+@pytest.mark.parametrize("tree, where", [
+    ({"text": [arr(1), arr(2), arr(3), TEXT]}, 'tree["text"][3]'),
+    ([arr(1), (arr(2), TEXT)], "tree[1][1]"),
+    ({"p": Point(x=arr(1), y=TEXT)}, 'tree["p"].y'),
+    (Pair(first={"k": TEXT}), 'tree.first["k"]'),
+    (OrderedDict(a=arr(1), b=TEXT), 'tree["b"]'),
+    (MyList([arr(1), TEXT]), "tree[1]"),
+    (ReadOnlyMapping(m=TEXT), 'tree["m"]'),
+    ({7: TEXT}, "tree[7]"),
+    ({('a', 1): TEXT}, "tree[('a', 1)]"),
+    ({'say "hi"\\': TEXT}, 'tree["say \\"hi\\"\\\\"]'),
+    (TEXT, None),
+])
+def test_an_error_names_the_key_path_of_its_leaf(tree, where):
+    with pytest.raises(TypeError) as info:
+        tb.tree_to_tensor(tree)
+    msg = str(info.value)
+    assert "torch has no string tensors" in msg  # the leaf's own reason kept
+    if where is None:  # the whole tree is the leaf: nothing to name
+        assert msg.startswith("to_tensor: ")
+    else:
+        assert msg.startswith(f"tree_to_tensor: at {where}: to_tensor: "), msg
+
+
+def test_key_path_in_dataclass_fields_and_keyword_errors():
+    @dataclasses.dataclass
+    class Sample:
+        image: object
+        label: object
+
+    with pytest.raises(ValueError, match=r'^tree_to_tensor: at tree\[0\]\.label: '
+                       r"to_tensor\(copy=False\)"):
+        tb.tree_to_tensor([Sample(torch.ones(1), torch.ones(1, dtype=torch.float64))],
+                          copy=False)
+
+
+def test_the_failing_exception_keeps_its_type_and_a_second_call_is_clean():
+    tree = {"a": [TEXT]}
+    for _ in range(2):  # the recorded path does not leak into the next error
+        with pytest.raises(TypeError) as info:
+            tb.tree_to_tensor(tree)
+        assert str(info.value).count("tree_to_tensor: at ") == 1
+        assert not hasattr(info.value, "_torchbridge_path")
+
+
+def test_tree_to_numpy_error_names_the_key_path():
+    with pytest.raises(ValueError, match=r'^tree_to_numpy: at tree\["w"\]\[0\]: to_numpy'):
+        tb.tree_to_numpy({"w": [torch.empty(2, device="meta")]})
+
+
+class DLPackProducer:
+    """Exports through DLPack only (as CuPy or JAX arrays do)."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kw):
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_dlpack_producers_are_leaves():
+    a = np.arange(4.0)
+    tree = {"x": DLPackProducer(a), "n": [DLPackProducer(np.arange(3, dtype=np.int32))]}
+    out = tb.tree_to_tensor(tree)
+    assert is_t(out["x"], [0, 1, 2, 3], torch.float32)  # the float policy
+    assert is_t(out["n"][0], [0, 1, 2], torch.int32)
+    assert out["n"][0].data_ptr() == tree["n"][0]._a.ctypes.data  # shared
+    back = tb.tree_to_numpy(tree)
+    assert isinstance(back["x"], np.ndarray) and back["x"].ctypes.data == a.ctypes.data
+
+
+def test_pandas_scalars_stay_leaves_but_containers_convert():
+    from conftest import optional
+
+    pd = optional("pandas")
+    ts, na = pd.Timestamp("2024-01-01"), pd.NA
+    out = tb.tree_to_tensor({"t": ts, "na": na, "s": pd.Series([1.0, 2.0])})
+    assert out["t"] is ts and out["na"] is na
+    assert is_t(out["s"], [1, 2], torch.float32)
+
+
+def test_scipy_sparse_is_a_leaf():
+    from conftest import optional
+
+    sp = optional("scipy.sparse")
+    m = sp.csr_array(np.eye(3, dtype=np.float32))
+    out = tb.tree_to_tensor({"m": m, "k": [m]})
+    for t in (out["m"], out["k"][0]):
+        assert t.layout == torch.sparse_csr
+        assert np.array_equal(t.to_dense().numpy(), np.eye(3))
+
+
+def test_arrow_producers_are_leaves():
+    from conftest import optional
+
+    pa = optional("pyarrow")
+    col = pa.array([1.0, None, 3.0])
+    out = tb.tree_to_tensor({"c": col, "t": pa.table({"a": [1, 2]})})
+    assert torch.equal(out["c"], torch.tensor([1.0, float("nan"), 3.0]), ) or \
+        torch.allclose(out["c"], torch.tensor([1.0, float("nan"), 3.0]), equal_nan=True)
+    assert is_t(out["t"], [[1], [2]], torch.int64)
+
+
 # ------------------------------------------------- tree_to_numpy
 
 def test_tree_to_numpy_converts_tensor_leaves_and_keeps_structure():
