@@ -484,3 +484,28 @@ def test_round_trip_of_a_tree_shares_memory():
     back = tb.tree_to_numpy(tb.tree_to_tensor(src))
     assert np.shares_memory(back["a"][0], src["a"][0])
     assert np.shares_memory(back["b"].y, src["b"].y)
+
+
+def test_batched_path_finds_the_failing_leaf_one_by_one():
+    # The device path converts all leaves in one call; its error is traced
+    # back to a key path by converting one by one (no GPU needed to check).
+    from torchbridge import _tree
+
+    calls = []
+
+    def batch(leaves):
+        calls.append(len(leaves))
+        for leaf in leaves:
+            if leaf.dtype.kind == "U":
+                raise TypeError("to_tensor: text")
+        return [torch.from_numpy(leaf) for leaf in leaves]
+
+    tree = {"a": [arr(1), arr(2)], "b": {"c": TEXT}}
+    with pytest.raises(TypeError, match=r'^tree_to_tensor: at tree\["b"\]\["c"\]: to_tensor: text$'):
+        try:
+            _tree._batched(tree, lambda leaf: True, None, batch)
+        except Exception as e:
+            raise _tree._with_path(e, "tree_to_tensor")
+    assert calls == [3, 1, 1, 1]  # the batch, then one by one up to the culprit
+    ok = _tree._batched({"a": [arr(1)]}, lambda leaf: True, None, batch)
+    assert is_t(ok["a"][0], [1], torch.float64)
