@@ -508,4 +508,4 @@ def test_batched_path_finds_the_failing_leaf_one_by_one():
             raise _tree._with_path(e, "tree_to_tensor")
     assert calls == [3, 1, 1, 1]  # the batch, then one by one up to the culprit
     ok = _tree._batched({"a": [arr(1)]}, lambda leaf: True, None, batch)
-    assert is_t(ok["a"][0], [1], torch.float64)
+    assert is_t(ok["a"][0], [1], torch.float32)
