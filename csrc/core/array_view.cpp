@@ -56,15 +56,21 @@ std::string view_dtype_name(const ArrayView& v) {
 
 // Element strides for a torch-representable layout. Extent-0/1 axes (and
 // empty views) get C-order strides, so that is_contiguous() holds wherever
-// NumPy would call the buffer contiguous.
-void element_strides(const ArrayView& v, bool empty, c10::SmallVector<int64_t, 6>& out) {
+// NumPy would call the buffer contiguous. Returns the bytes the view spans
+// from its first element (0 when empty): the storage size. No overflow
+// check is needed (computeStorageNbytes' cost on the per-call path): the
+// strides are non-negative here and the producer's buffer exists.
+int64_t element_strides(const ArrayView& v, bool empty, c10::SmallVector<int64_t, 6>& out) {
   const int nd = static_cast<int>(v.shape.size());
   out.resize_for_overwrite(nd);
   int64_t contiguous = 1;
+  int64_t last = 0;  // the offset of the last element, in elements
   for (int i = nd - 1; i >= 0; --i) {
     out[i] = (empty || v.shape[i] <= 1) ? contiguous : v.strides[i] / v.dtype.itemsize;
     contiguous *= std::max<int64_t>(v.shape[i], 1);
+    if (!empty) last += (v.shape[i] - 1) * out[i];
   }
+  return empty ? 0 : (last + 1) * v.dtype.itemsize;
 }
 
 // A tensor over the view's memory (no layout blocker) whose storage holds
@@ -73,7 +79,7 @@ void element_strides(const ArrayView& v, bool empty, c10::SmallVector<int64_t, 6
 at::Tensor wrap(const ArrayView& v, c10::DataPtr ptr) {
   c10::SmallVector<int64_t, 6> strides;
   const bool empty = v.numel() == 0;
-  element_strides(v, empty, strides);
+  const int64_t nbytes = element_strides(v, empty, strides);
   const at::ScalarType st = *v.dtype.scalar;
   if (!v.device.is_cpu()) {
     void* ctx = ptr.release_context();
@@ -83,8 +89,6 @@ at::Tensor wrap(const ArrayView& v, c10::DataPtr ptr) {
         .options(at::TensorOptions().dtype(st).device(v.device))
         .make_tensor();
   }
-  const size_t nbytes =
-      empty ? 0 : at::detail::computeStorageNbytes(v.shape, strides, v.dtype.itemsize);
   c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr),
                        /*allocator=*/nullptr, /*resizable=*/false);
   auto t = at::detail::make_tensor<c10::TensorImpl>(

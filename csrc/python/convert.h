@@ -35,6 +35,9 @@ using ToTensorOptions = CoerceOptions;
 // tb.to_tensor. Returns a new reference.
 PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o);
 
+// tb.to_tensor of an ndarray (the per-call path, without the dispatch).
+PyObject* ndarray_to_tensor(PyArrayObject* arr, const ToTensorOptions& o);
+
 // tb.to_numpy; `dtype` is borrowed and may be null. Returns a new reference.
 PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
                    std::optional<bool> copy);

@@ -210,6 +210,10 @@ THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh) {
   return THPObjectPtr(a);
 }
 
+PyObject* ndarray_to_tensor(PyArrayObject* arr, const ToTensorOptions& o) {
+  return THPVariable_Wrap(array_to_tensor(arr, o, false));
+}
+
 PyObject* to_tensor(PyObject* obj, const ToTensorOptions& o) {
   at::Tensor result;
   // ndarrays first: THPVariable_Check on a non-tensor falls through to a
