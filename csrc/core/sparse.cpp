@@ -314,8 +314,15 @@ void check_indices(const at::Tensor& ptr, const Source& src, const at::Tensor& o
   });
   const char* minors = std::strcmp(fmt, "CSR") == 0 ? "columns" : "rows";
   if (bad_slice.load() != kNone) {
-    // Name the first decrease as the buffer holds it now.
-    const int64_t r = bad_slice.load();
+    // Name the first decrease as the buffer holds it now, if there is one
+    // (the more telling fault), else the first bound beyond nnz.
+    int64_t r = bad_slice.load();
+    for (int64_t i = 0; i < major; ++i) {
+      if (read_at(ptr.const_data_ptr(), pt, i + 1) < read_at(ptr.const_data_ptr(), pt, i)) {
+        r = i;
+        break;
+      }
+    }
     const int64_t a = read_at(ptr.const_data_ptr(), pt, r);
     const int64_t b = read_at(ptr.const_data_ptr(), pt, r + 1);
     TORCH_CHECK_VALUE(a <= b, api, ": the ", fmt, " matrix's indptr decreases: indptr[",
