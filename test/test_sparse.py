@@ -17,7 +17,10 @@ import torchbridge as tb
 from conftest import collect, cpu_and_cuda, optional
 
 # torch warns once per process that sparse CSR is "in beta state".
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")
