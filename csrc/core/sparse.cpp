@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -274,23 +275,26 @@ void check_indices(const at::Tensor& ptr, const Source& src, const at::Tensor& o
                    const char* api, const char* fmt) {
   const auto pt = ptr.scalar_type();
   const int64_t grain = std::max<int64_t>(1, major * kGrain / std::max<int64_t>(nnz, 1));
-  const int64_t pieces = major == 0 ? 0 : (major + grain - 1) / grain;
-  // Each piece reads its bounds once; consecutive pieces must agree.
-  std::vector<int64_t> first(static_cast<size_t>(pieces)), last(static_cast<size_t>(pieces));
+  // Each piece reads its bounds once; consecutive pieces must agree. (Piece
+  // boundaries are parallel_compute's: not multiples of the grain.)
+  struct Piece {
+    int64_t r0, r1, first, last;
+  };
+  std::vector<Piece> pieces;
+  std::mutex pieces_mutex;
   std::atomic<int64_t> bad_slice{kNone}, bad_index{kNone};
   std::atomic<bool> unsorted{false};
   detail::parallel_compute(major, grain, [&](int64_t r0, int64_t r1) {
     with_index(ptr.const_data_ptr(), pt, [&](auto* p) {
       with_index(src.data, src.type, [&](auto* in) {
         auto run = [&](auto o) {
-          int64_t a = static_cast<int64_t>(p[r0]);
-          first[static_cast<size_t>(r0 / grain)] = a;
+          const int64_t first = static_cast<int64_t>(p[r0]);
+          int64_t a = first;
           bool sorted = true;
           for (int64_t r = r0; r < r1; ++r) {
             const int64_t b = static_cast<int64_t>(p[r + 1]);
             if (!(0 <= a && a <= b && b <= nnz)) {
               keep_min(bad_slice, r);
-              last[static_cast<size_t>(r0 / grain)] = -1;
               return;
             }
             int64_t prev = -1;
@@ -304,8 +308,9 @@ void check_indices(const at::Tensor& ptr, const Source& src, const at::Tensor& o
             }
             a = b;
           }
-          last[static_cast<size_t>(r0 / grain)] = a;
           if (!sorted) unsorted.store(true, std::memory_order_relaxed);
+          std::lock_guard<std::mutex> lock(pieces_mutex);
+          pieces.push_back({r0, r1, first, a});
         };
         if (!out.defined()) return run(nullptr);
         with_index(out.mutable_data_ptr(), out.scalar_type(), run);
@@ -332,11 +337,15 @@ void check_indices(const at::Tensor& ptr, const Source& src, const at::Tensor& o
         "] = ", std::to_string(b), " lies outside [0, ", std::to_string(nnz),
         "] (indptr[-1], the number of stored entries)", kMalformed);
   }
-  for (int64_t i = 1; i < pieces; ++i) {
-    TORCH_CHECK_VALUE(last[static_cast<size_t>(i - 1)] == first[static_cast<size_t>(i)],
-        api, ": the ", fmt, " matrix's indptr changed while being converted (another "
-        "thread wrote to it); convert it when no other thread writes to it.");
-  }
+  std::sort(pieces.begin(), pieces.end(),
+            [](const Piece& x, const Piece& y) { return x.r0 < y.r0; });
+  bool covered = major == 0 || (!pieces.empty() && pieces.front().r0 == 0 &&
+                                pieces.front().first == 0 && pieces.back().r1 == major &&
+                                pieces.back().last == nnz);
+  for (size_t i = 1; i < pieces.size(); ++i)
+    covered &= pieces[i - 1].r1 == pieces[i].r0 && pieces[i - 1].last == pieces[i].first;
+  TORCH_CHECK_VALUE(covered, api, ": the ", fmt, " matrix's indptr changed while being "
+      "converted (another thread wrote to it); convert it when no other thread writes to it.");
   if (bad_index.load() != kNone) {
     const int64_t k = bad_index.load();
     const int64_t x = out.defined() ? read_at(out.const_data_ptr(), out.scalar_type(), k)
