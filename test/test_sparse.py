@@ -494,15 +494,18 @@ def test_threads_rebinding_and_writing_the_arrays_do_not_crash():
 import threading, warnings, numpy as np, scipy.sparse as sp, torch, torchbridge as tb
 warnings.simplefilter("ignore")
 rng = np.random.default_rng(0)
-m = sp.random_array((2000, 500), density=0.05, format="csr", dtype=np.float32, rng=rng)
+m = sp.random_array((20000, 500), density=0.05, format="csr", dtype=np.float32, rng=rng)
 orig = (m.indptr.copy(), m.indices.copy(), m.data.copy())
 stop = False
 def mutate():
     i = 0
     while not stop:
         i += 1
-        k = i % 4
-        if k == 0:
+        k = i % 5
+        if k == 4:  # in place, inside the buffer being checked
+            j = int(rng.integers(1, m.indptr.size - 1))
+            m.indptr[j] += int(rng.integers(-3, 4))
+        elif k == 0:
             m.indices = rng.integers(-5, 600, m.indices.size).astype(np.int32)
         elif k == 1:
             m.indptr = orig[0][::-1].copy()
@@ -513,7 +516,11 @@ def mutate():
 th = threading.Thread(target=mutate)
 th.start()
 ok = bad = 0
-for _ in range(300):
+for _ in range(150):
+    try:
+        tb.to_tensor(m)  # shared: only the conversion itself must survive
+    except ValueError:
+        pass
     try:
         t = tb.to_tensor(m, copy=True)
     except ValueError:
