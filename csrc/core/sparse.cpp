@@ -161,6 +161,36 @@ int64_t read_at(const void* p, at::ScalarType t, int64_t i) {
 // ---------------------------------------------------------------------------
 // CSR / CSC
 
+// Entries per block of the flat pass: a block stays in L2 between the copy
+// and the scan of it.
+constexpr int64_t kBlock = int64_t{1} << 14;
+
+// Over d[b0, b1) (at most kBlock entries): the smallest and largest value
+// and the number of descents d[k] <= d[k-1] (k > first). Written so that
+// the compiler vectorises it (no loop-carried value but the reductions):
+// the pass is memory-bound, as NumPy's max is.
+template <class T>
+void scan_block(const T* d, int64_t b0, int64_t b1, int64_t first, int64_t& lo, int64_t& hi,
+                int64_t& descents) {
+  T l = d[b0], h = d[b0];
+  T count = 0;  // < kBlock: fits every index type
+  const int64_t k0 = std::max(b0, first + 1);
+  for (int64_t k = b0; k < b1; ++k) {
+    const T x = d[k];
+    l = x < l ? x : l;
+    h = x > h ? x : h;
+  }
+  for (int64_t k = k0; k < b1; ++k) count += static_cast<T>(d[k] <= d[k - 1]);
+  if (hi < lo) {  // the first block
+    lo = l;
+    hi = h;
+  } else {
+    lo = std::min<int64_t>(lo, l);
+    hi = std::max<int64_t>(hi, h);
+  }
+  descents += static_cast<int64_t>(count);
+}
+
 struct Compressed {
   at::Tensor ptr, idx;  // final index tensors (idx: nnz entries)
   int64_t nnz = 0;
@@ -288,29 +318,60 @@ void check_indices(const at::Tensor& ptr, const Source& src, const at::Tensor& o
     with_index(ptr.const_data_ptr(), pt, [&](auto* p) {
       with_index(src.data, src.type, [&](auto* in) {
         auto run = [&](auto o) {
+          using In = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
+          constexpr bool copying = !std::is_same_v<decltype(o), std::nullptr_t>;
+          // Bounds read once each; neighbours' must agree (checked after).
           const int64_t first = static_cast<int64_t>(p[r0]);
-          int64_t a = first;
-          bool sorted = true;
+          const int64_t last = static_cast<int64_t>(p[r1]);
+          if (!(0 <= first && first <= last && last <= nnz)) {
+            keep_min(bad_slice, r0);
+            return;
+          }
+          // One flat pass over the piece's entries, block by block: copy
+          // (when copying), then range and the descents x[k] <= x[k-1] of
+          // what the tensor will hold. Sorted and unique rows have descents
+          // only where a row starts (counted below).
+          int64_t lo = 0, hi = -1, descents = 0;
+          if (first < last) {
+            if constexpr (copying) {
+              using Out = std::remove_pointer_t<decltype(o)>;
+              for (int64_t b0 = first; b0 < last; b0 += kBlock) {
+                const int64_t b1 = std::min(last, b0 + kBlock);
+                for (int64_t k = b0; k < b1; ++k) o[k] = static_cast<Out>(in[k]);
+                scan_block<Out>(o, b0, b1, first, lo, hi, descents);
+              }
+            } else {
+              for (int64_t b0 = first; b0 < last; b0 += kBlock)
+                scan_block<In>(in, b0, std::min(last, b0 + kBlock), first, lo, hi, descents);
+            }
+          }
+          // What was checked is what the tensor holds: the copy when copying.
+          auto at = [&](int64_t k) -> int64_t {
+            if constexpr (copying) return static_cast<int64_t>(o[k]);
+            return static_cast<int64_t>(in[k]);
+          };
+          int64_t a = first, starts = 0;
           for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b = static_cast<int64_t>(p[r + 1]);
-            if (!(0 <= a && a <= b && b <= nnz)) {
+            const int64_t b = r + 1 == r1 ? last : static_cast<int64_t>(p[r + 1]);
+            if (!(a <= b && b <= last)) {
               keep_min(bad_slice, r);
               return;
             }
-            int64_t prev = -1;
-            for (int64_t k = a; k < b; ++k) {
-              const int64_t x = static_cast<int64_t>(in[k]);
-              if constexpr (!std::is_same_v<decltype(o), std::nullptr_t>)
-                o[k] = static_cast<std::remove_pointer_t<decltype(o)>>(x);
-              if (x < 0 || x >= minor) keep_min(bad_index, k);
-              sorted &= x > prev;
-              prev = x;
-            }
+            if (a > first && a < b) starts += at(a) <= at(a - 1);
             a = b;
           }
-          if (!sorted) unsorted.store(true, std::memory_order_relaxed);
+          if (first < last && (lo < 0 || hi >= minor)) {
+            for (int64_t k = first; k < last; ++k) {
+              const int64_t x = at(k);
+              if (x < 0 || x >= minor) {
+                keep_min(bad_index, k);
+                break;
+              }
+            }
+          }
+          if (descents != starts) unsorted.store(true, std::memory_order_relaxed);
           std::lock_guard<std::mutex> lock(pieces_mutex);
-          pieces.push_back({r0, r1, first, a});
+          pieces.push_back({r0, r1, first, last});
         };
         if (!out.defined()) return run(nullptr);
         with_index(out.mutable_data_ptr(), out.scalar_type(), run);
@@ -328,8 +389,18 @@ void check_indices(const at::Tensor& ptr, const Source& src, const at::Tensor& o
         break;
       }
     }
-    const int64_t a = read_at(ptr.const_data_ptr(), pt, r);
-    const int64_t b = read_at(ptr.const_data_ptr(), pt, r + 1);
+    int64_t a = read_at(ptr.const_data_ptr(), pt, r);
+    int64_t b = read_at(ptr.const_data_ptr(), pt, r + 1);
+    if (a <= b) {
+      for (int64_t i = 0; i <= major; ++i) {
+        const int64_t x = read_at(ptr.const_data_ptr(), pt, i);
+        if (x < 0 || x > nnz) {
+          r = i - 1;  // reported as indptr[r + 1]
+          b = x;
+          break;
+        }
+      }
+    }
     TORCH_CHECK_VALUE(a <= b, api, ": the ", fmt, " matrix's indptr decreases: indptr[",
         std::to_string(r), "] = ", std::to_string(a), " > indptr[", std::to_string(r + 1),
         "] = ", std::to_string(b), " (indptr must never decrease)", kMalformed);
