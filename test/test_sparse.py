@@ -565,3 +565,19 @@ def test_threads_converting_one_matrix_concurrently(sp):
         for th in threads:
             th.join()
     assert not errors
+
+
+def test_no_reference_leaks_on_success_or_failure(sp):
+    m, _ = rand(sp)
+    bad = csr(sp, [1.0], [7], [0, 1, 1], (2, 3))
+    arrays = (m.data, m.indices, m.indptr, bad.data, bad.indices, bad.indptr)
+    before = [sys.getrefcount(a) for a in arrays]
+    for _ in range(200):
+        t = tb.to_tensor(m)
+        del t
+        with pytest.raises(ValueError):
+            tb.to_tensor(bad)
+        with pytest.raises(ValueError):
+            tb.to_tensor(m, copy=False, dtype=torch.float64)
+    collect()
+    assert [sys.getrefcount(a) for a in arrays] == before

@@ -153,7 +153,8 @@ TEST(Sparse, CooCopiesIndicesAndSetsCoalescedOnlyWhenTrue) {
   SparseView v;
   v.layout = at::kSparse;
   v.shape = {2, 3};
-  v.indices = {view_of(row, at::kLong), view_of(col, at::kLong)};
+  v.indices.push_back(view_of(row, at::kLong));
+  v.indices.push_back(view_of(col, at::kLong));
   v.values = view_of(data, at::kFloat);
   auto t = to_tensor(std::move(v));
   EXPECT_TRUE(t.is_coalesced());
@@ -164,7 +165,8 @@ TEST(Sparse, CooCopiesIndicesAndSetsCoalescedOnlyWhenTrue) {
   SparseView u;
   u.layout = at::kSparse;
   u.shape = {2, 1};
-  u.indices = {view_of(row2, at::kInt), view_of(col2, at::kInt)};
+  u.indices.push_back(view_of(row2, at::kInt));
+  u.indices.push_back(view_of(col2, at::kInt));
   u.values = view_of(data, at::kFloat);
   auto t2 = to_tensor(std::move(u));
   EXPECT_FALSE(t2.is_coalesced());
@@ -174,7 +176,8 @@ TEST(Sparse, CooCopiesIndicesAndSetsCoalescedOnlyWhenTrue) {
   SparseView w;
   w.layout = at::kSparse;
   w.shape = {2, 3};
-  w.indices = {view_of(bad, at::kLong), view_of(col, at::kLong)};
+  w.indices.push_back(view_of(bad, at::kLong));
+  w.indices.push_back(view_of(col, at::kLong));
   w.values = view_of(data, at::kFloat);
   EXPECT_THROW_MSG(to_tensor(std::move(w)), c10::ValueError,
                    "the COO matrix's row[1] = 3 is out of range for dimension 0 of extent 2");
@@ -185,7 +188,8 @@ TEST(Sparse, FloatPolicyAppliesToValues) {
   std::vector<double> data{1.5};
   SparseView v;
   v.shape = {1, 1};
-  v.indices = {view_of(indptr, at::kInt), view_of(indices, at::kInt)};
+  v.indices.push_back(view_of(indptr, at::kInt));
+  v.indices.push_back(view_of(indices, at::kInt));
   v.values = view_of(data, at::kDouble);
   auto t = to_tensor(std::move(v));
   EXPECT_EQ(t.scalar_type(), at::kFloat);
