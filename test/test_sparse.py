@@ -581,3 +581,25 @@ def test_no_reference_leaks_on_success_or_failure(sp):
             tb.to_tensor(m, copy=False, dtype=torch.float64)
     collect()
     assert [sys.getrefcount(a) for a in arrays] == before
+
+
+def test_bench_sparse_quick_run(tmp_path):
+    # The benchmark still runs end to end (timings are never asserted).
+    import json
+    import os
+
+    optional("scipy.sparse")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "bench_sparse.py"), "--quick",
+         "--out", str(tmp_path)], cwd=root, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((tmp_path / "sparse.json").read_text())
+    assert [r["dtype"] for r in res["rows"]] == ["float64", "float32"]
+    for r in res["rows"]:
+        assert r["ratio_to_best_peer"] > 0 and r["ratio_to_checked"] > 0
+        assert {c["role"] for c in r["candidates"]} == {"ours", "peer", "ref"}
+    assert res["rows"][1]["shared"] == {"indptr": True, "indices": True, "data": True}
