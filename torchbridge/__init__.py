@@ -5,6 +5,7 @@
     a = tb.to_numpy(tensor)        # any tensor: grad, GPU, conj, sparse, bf16
     h = tb.to_host(tensor)         # the tensor-side half of to_numpy
     tb.tree_to_tensor(batch)       # nested dicts/lists/tuples/dataclasses
+    s = tb.to_scipy(sparse_tensor) # torch sparse -> scipy.sparse array, shared
     t = tb.load("x.npy", mmap=True)  # .npy -> tensor (.npz -> dict), zero-copy
     tb.save("y.npz", {"w": t})     # tensor -> .npy, mapping -> .npz
 
@@ -24,6 +25,7 @@ from . import _fake  # noqa: E402,F401  (fake kernels, for torch.compile)
 
 from ._C import load, save, to_host, to_numpy, to_tensor  # noqa: E402
 from ._tree import tree_to_numpy, tree_to_tensor  # noqa: E402
+from ._sparse import to_scipy  # noqa: E402
 
 # Decrefs queued by tensors freed on threads without the GIL run before the
 # interpreter starts tearing down.
@@ -35,6 +37,7 @@ __all__ = [
     "save",
     "to_host",
     "to_numpy",
+    "to_scipy",
     "to_tensor",
     "tree_to_numpy",
     "tree_to_tensor",

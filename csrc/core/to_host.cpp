@@ -3,6 +3,7 @@
 // run this code.
 
 #include "internal.h"
+#include "sparse.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -190,7 +191,7 @@ HostPlan plan_host(const at::Tensor& t, const HostOptions& o, const char* api) {
 
   // Detach first: it is a free view, and nothing below then records autograd.
   at::Tensor x = t.requires_grad() ? t.detach() : t;
-  if (!dense) x = x.to_dense();
+  if (!dense) x = densify(x, api);  // refuses what cannot fit (sparse.cpp)
   if (quantized) x = x.dequantize();
   if (on_device) {
     // Narrow before leaving the device, widen after: fewer bytes on the bus.

@@ -88,6 +88,12 @@ at::Tensor stack_tensors(PyObject* seq, const ToTensorOptions& o,
 // `fresh` tells whether NumPy built new memory (nothing to share).
 THPObjectPtr as_array(PyObject* obj, const char* api, bool& fresh);
 
+// scipy.sparse (sparse.cpp): whether `obj`'s type (or a base) comes from a
+// scipy.sparse module (SciPy is never imported), and the torch sparse
+// tensor of the same layout by core's rules (other formats through CSR).
+bool is_scipy_sparse(PyObject* obj);
+at::Tensor scipy_to_tensor(PyObject* obj, const ToTensorOptions& o, const char* api);
+
 // Registers the StorageRef type (the base object of exported arrays).
 void init_storage_ref(PyObject* module);
 

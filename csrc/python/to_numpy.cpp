@@ -323,6 +323,16 @@ PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
       stacked = stack_tensors(obj, keep, kApi);
     }
     return tensor_to_numpy(stacked, dtype, std::nullopt);
+  } else if (is_scipy_sparse(obj)) {
+    // Densified like a torch sparse tensor (same size check), never an
+    // object array.
+    TORCH_CHECK_VALUE(!(copy.has_value() && !*copy), kApi,
+        "(copy=False): a scipy.sparse matrix has no dense memory to share; "
+        "densifying it is a copy. Pass copy=None (or keep it sparse: "
+        "torchbridge.to_tensor gives a torch sparse tensor sharing its buffers).");
+    ToTensorOptions keep;  // dtypes kept: to_numpy has no float policy
+    keep.float_dtype = std::nullopt;
+    return tensor_to_numpy(scipy_to_tensor(obj, keep, kApi), dtype, std::nullopt);
   } else if (auto v = is_dlpack_producer(obj) ? dlpack_view(obj, kApi)
                                               : std::optional<ArrayView>()) {
     // Through a tensor: a CPU buffer torch can view is shared (read-only

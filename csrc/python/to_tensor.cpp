@@ -119,6 +119,7 @@ at::Tensor convert(PyObject* obj, const ToTensorOptions& o) {
     return stack_arrays(items.get(), o);
   }
   if (holds_tensor(obj)) return stack_tensors(obj, o, kApi);
+  if (is_scipy_sparse(obj)) return scipy_to_tensor(obj, o, kApi);
   if (is_dlpack_producer(obj)) {
     if (auto v = dlpack_view(obj, kApi)) {
       at::Tensor out;

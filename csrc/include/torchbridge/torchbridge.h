@@ -7,3 +7,4 @@
 #include <torchbridge/core.h>  // to_host, coerce, dtype policy, Error
 #include <torchbridge/npy.h>   // .npy / .npz files: npy::load/save, npz::load/save, load
 #include <torchbridge/ops.h>   // the operators through the dispatcher
+#include <torchbridge/sparse.h>  // SparseView: CSR/CSC/COO buffers -> torch sparse tensor
