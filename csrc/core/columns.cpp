@@ -394,7 +394,8 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
   // float16) go through copy_into, column by column.
   std::vector<char> fast(k);
   for (int64_t j = 0; j < k; ++j)
-    fast[j] = typed_pair(*columns[j].segments[0].values.dtype.scalar, host);
+    fast[j] = columns[j].segments.empty() ||  // no rows: nothing to copy
+              typed_pair(*columns[j].segments[0].values.dtype.scalar, host);
   const int64_t item = static_cast<int64_t>(c10::elementSize(host));
   char* base = static_cast<char*>(out.data_ptr());
   const int64_t step = l.two_d ? k : 1;
