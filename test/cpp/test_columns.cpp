@@ -36,6 +36,13 @@ Column column_of(std::string name, Segment s) {
   return c;
 }
 
+template <typename... C>
+std::vector<Column> columns(C&&... c) {
+  std::vector<Column> out;
+  (out.push_back(std::forward<C>(c)), ...);
+  return out;
+}
+
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
@@ -85,7 +92,7 @@ TEST(Columns, ByteMaskNullsBecomeNaNOrRaiseNamingTheColumn) {
   auto s = segment_of(v.data(), at::kLong, 4);
   s.validity.kind = Validity::Kind::kByteMask;
   s.validity.data = mask.data();
-  std::vector<Column> cols{column_of("price", s)};
+  std::vector<Column> cols = columns(column_of("price", std::move(s)));
   ColumnsOptions l;
   l.what = "the DataFrame";
   l.fill_hint = "fill them first (df.fillna(0))";
@@ -105,15 +112,18 @@ TEST(Columns, ByteMaskNullsBecomeNaNOrRaiseNamingTheColumn) {
 
 TEST(Columns, OneColumnWithoutNullsSharesWithCopyFalseAndCopiesReadOnlyByDefault) {
   std::vector<float> v{1, 2, 3};
-  auto s = segment_of(v.data(), at::kFloat, 3);
-  s.values.writable = false;
+  const auto ro = [&] {
+    auto s = segment_of(v.data(), at::kFloat, 3);
+    s.values.writable = false;
+    return s;
+  };
   ColumnsOptions l;
   l.two_d = false;
-  std::vector<Column> a{column_of("x", s)};
+  std::vector<Column> a = columns(column_of("x", ro()));
   CoerceOptions share;
   share.copy = false;
   EXPECT_EQ(columns_to_tensor(a, l, share).data_ptr(), v.data());
-  std::vector<Column> b{column_of("x", s)};
+  std::vector<Column> b = columns(column_of("x", ro()));
   auto t = columns_to_tensor(b, l);
   EXPECT_NE(t.data_ptr(), v.data());
   EXPECT_TRUE(at::equal(t, at::tensor({1.f, 2.f, 3.f})));
@@ -121,8 +131,8 @@ TEST(Columns, OneColumnWithoutNullsSharesWithCopyFalseAndCopiesReadOnlyByDefault
 
 TEST(Columns, CopyFalseSaysWhyAGatherCannotShare) {
   std::vector<float> v{1, 2};
-  std::vector<Column> cols{column_of("a", segment_of(v.data(), at::kFloat, 2)),
-                           column_of("b", segment_of(v.data(), at::kFloat, 2))};
+  std::vector<Column> cols = columns(column_of("a", segment_of(v.data(), at::kFloat, 2)),
+                           column_of("b", segment_of(v.data(), at::kFloat, 2)));
   ColumnsOptions l;
   l.what = "the Table";
   CoerceOptions o;
@@ -134,8 +144,8 @@ TEST(Columns, CopyFalseSaysWhyAGatherCannotShare) {
 
 TEST(Columns, UnequalLengthsAreRefused) {
   std::vector<float> v{1, 2, 3};
-  std::vector<Column> cols{column_of("a", segment_of(v.data(), at::kFloat, 3)),
-                           column_of("b", segment_of(v.data(), at::kFloat, 2))};
+  std::vector<Column> cols = columns(column_of("a", segment_of(v.data(), at::kFloat, 3)),
+                           column_of("b", segment_of(v.data(), at::kFloat, 2)));
   const auto msg = error_of([&] { columns_to_tensor(cols, ColumnsOptions()); });
   EXPECT_NE(msg.find("column 'b' of the table has 2 rows"), std::string::npos) << msg;
 }
@@ -145,9 +155,9 @@ TEST(Columns, LargeGatherMatchesATen) {
   auto a = at::randn({n}, at::kDouble);
   auto b = at::randint(0, 1000, {n}, at::kLong);
   auto c = at::randn({n}, at::kFloat).to(at::kHalf);
-  std::vector<Column> cols{column_of("a", segment_of(a.data_ptr(), at::kDouble, n)),
+  std::vector<Column> cols = columns(column_of("a", segment_of(a.data_ptr(), at::kDouble, n)),
                            column_of("b", segment_of(b.data_ptr(), at::kLong, n)),
-                           column_of("c", segment_of(c.data_ptr(), at::kHalf, n))};
+                           column_of("c", segment_of(c.data_ptr(), at::kHalf, n)));
   CoerceOptions o;
   o.float_dtype = std::nullopt;
   auto t = columns_to_tensor(cols, ColumnsOptions(), o);
