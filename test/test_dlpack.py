@@ -198,7 +198,9 @@ def test_producers_that_refuse_fall_back_or_raise():
         tb.to_tensor(NotACapsule(a))
 
 
-def test_pyarrow_arrays_through_dlpack():
+def test_pyarrow_arrays_convert_though_they_speak_dlpack():
+    # pyarrow arrays have __dlpack__ (read-only flag set), but the Arrow C
+    # data interface wins (it knows nulls and dictionaries): test_arrow.py.
     # exc_type: a pyarrow built for NumPy 2 fails to import under NumPy 1.x.
     pa = pytest.importorskip("pyarrow", exc_type=ImportError)
     arr = pa.array(np.arange(5, dtype=np.int64))

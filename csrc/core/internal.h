@@ -3,6 +3,7 @@
 // extension (which names its own entry point in error messages).
 
 #include <torchbridge/array_view.h>
+#include <torchbridge/columns.h>
 #include <torchbridge/core.h>
 #include <torchbridge/npy.h>
 
@@ -62,6 +63,10 @@ at::Tensor upload(const HostSource& src, at::ScalarType target, at::Device devic
 // dense and of `common`.
 at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
                  const CoerceOptions& o, const char* api);
+// Columns (columns.cpp): columns_to_tensor naming `api` in errors.
+at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions& layout,
+                             const CoerceOptions& o, const char* api);
+
 // to_numpy of an array: the array itself, a copy, or a cast copy, by copy=
 // and whether its dtype must change (`cast`). ValueError for copy=False
 // when the input was built for this call (`temporary_from` says how) or

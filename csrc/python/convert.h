@@ -5,6 +5,8 @@
 #include "pyref.h"  // GilRelease
 
 #include <torchbridge/array_view.h>
+#include <torchbridge/arrow.h>
+#include <torchbridge/columns.h>
 #include <torchbridge/core.h>
 
 #include <ATen/core/Tensor.h>
@@ -12,6 +14,8 @@
 #include <torch/csrc/utils/object_ptr.h>
 
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace torchbridge::python {
 
@@ -65,6 +69,27 @@ ArrayView array_view(PyArrayObject* arr, const ToTensorOptions& o, bool own,
 // instead.
 bool is_dlpack_producer(PyObject* obj);
 std::optional<ArrayView> dlpack_view(PyObject* obj, const char* api);
+
+// Tables and columns. pandas (pandas.cpp): whether `obj`'s type (or a base)
+// comes from pandas, and its tensor through torchbridge/_pandas.py (nullopt
+// for pandas objects that hold no values, such as a Timestamp). Arrow
+// (arrow.cpp): whether `obj`'s type has __arrow_c_array__ or
+// __arrow_c_stream__, and its tensor. `shared_readonly` (may be null) tells
+// whether the result shares a read-only buffer (to_numpy then marks its
+// array read-only).
+bool is_pandas(PyObject* obj);
+std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions& o,
+                                           const char* api, bool* shared_readonly);
+bool is_arrow_producer(PyObject* obj);
+at::Tensor arrow_to_tensor(PyObject* obj, const ToTensorOptions& o, const char* api,
+                           bool* shared_readonly);
+// The Arrow producer's columns (`what` names it in errors), and columns to
+// a tensor with the GIL released for large gathers.
+arrow::Table arrow_table(PyObject* obj, const std::string& what, const char* api);
+at::Tensor columns_tensor(std::vector<Column>& columns, const ColumnsOptions& layout,
+                          const ToTensorOptions& o, const char* api, bool* shared_readonly);
+// "the Table" for a pyarrow.lib.Table: what errors call an input.
+std::string type_words(PyObject* obj);
 
 // Batched conversions for tree_to_tensor / tree_to_numpy (batch.cpp):
 // `leaves` is a list; returns a list of the same length.

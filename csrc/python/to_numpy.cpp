@@ -266,6 +266,49 @@ PyObject* tensor_to_numpy(const at::Tensor& t, PyArray_Descr* want,
   return finish_array(std::move(arr), want, std::nullopt, /*fresh=*/true);
 }
 
+// pandas and Arrow inputs: through the columns core (never an object
+// array), dtypes kept (to_numpy has no float policy). copy=None shares what
+// copy=False can share (a read-only buffer gives a read-only array, as
+// np.asarray(pyarrow_array) does) and copies the rest.
+PyObject* table_to_numpy(PyObject* obj, bool pandas, PyArray_Descr* want,
+                         std::optional<bool> copy) {
+  ToTensorOptions keep;
+  keep.float_dtype = std::nullopt;
+  bool numpy_cast = false;
+  if (want) {
+    keep.dtype = scalar_type_of(want);
+    numpy_cast = !keep.dtype || (PyDataType_ELSIZE(want) > 1 && !PyArray_ISNBO(want->byteorder));
+    if (numpy_cast) keep.dtype.reset();
+  }
+  TORCH_CHECK_VALUE(!(numpy_cast && copy.has_value() && !*copy), kApi,
+      "(copy=False): dtype=", py_str(reinterpret_cast<PyObject*>(want)),
+      " needs a NumPy cast, which copies; pass copy=None.");
+  bool readonly = false;
+  const auto run = [&](std::optional<bool> c) -> std::optional<at::Tensor> {
+    keep.copy = c;
+    if (pandas) return pandas_to_tensor(obj, keep, kApi, &readonly);
+    return arrow_to_tensor(obj, keep, kApi, &readonly);
+  };
+  std::optional<at::Tensor> t;
+  if (copy.has_value()) {
+    t = run(copy);
+  } else {
+    try {
+      t = run(false);
+    } catch (const c10::ValueError&) {
+      t = run(std::nullopt);  // cannot share: copy (a real error raises again)
+    }
+  }
+  if (!t) return nullptr;
+  PyArray_Descr* d = descr_of(t->scalar_type());
+  TORCH_INTERNAL_ASSERT(d, "to_numpy: a table gave a dtype NumPy lacks");
+  THPObjectPtr arr(export_tensor(*t, d));
+  if (readonly)
+    PyArray_CLEARFLAGS(reinterpret_cast<PyArrayObject*>(arr.get()), NPY_ARRAY_WRITEABLE);
+  if (!numpy_cast) return arr.release();
+  return finish_array(std::move(arr), want, std::nullopt, /*fresh=*/true);
+}
+
 }  // namespace
 
 PyObject* export_tensor(const at::Tensor& t, PyArray_Descr* descr) {
@@ -333,6 +376,10 @@ PyObject* to_numpy(PyObject* obj, PyArray_Descr* dtype,
     ToTensorOptions keep;  // dtypes kept: to_numpy has no float policy
     keep.float_dtype = std::nullopt;
     return tensor_to_numpy(scipy_to_tensor(obj, keep, kApi), dtype, std::nullopt);
+  } else if (const bool pd = is_pandas(obj); pd || is_arrow_producer(obj)) {
+    if (PyObject* out = table_to_numpy(obj, pd, dtype, copy)) return out;
+    a = as_array(obj, kApi, fresh);  // a pandas object that holds no values
+    check_not_object(obj, reinterpret_cast<PyArrayObject*>(a.get()), dtype);
   } else if (auto v = is_dlpack_producer(obj) ? dlpack_view(obj, kApi)
                                               : std::optional<ArrayView>()) {
     // Through a tensor: a CPU buffer torch can view is shared (read-only

@@ -120,6 +120,13 @@ at::Tensor convert(PyObject* obj, const ToTensorOptions& o) {
   }
   if (holds_tensor(obj)) return stack_tensors(obj, o, kApi);
   if (is_scipy_sparse(obj)) return scipy_to_tensor(obj, o, kApi);
+  // Tables and columns before DLPack: pyarrow arrays have __dlpack__ too,
+  // but only the Arrow path knows their nulls and dictionaries.
+  if (is_pandas(obj)) {
+    if (auto t = pandas_to_tensor(obj, o, kApi, nullptr)) return *t;
+  } else if (is_arrow_producer(obj)) {
+    return arrow_to_tensor(obj, o, kApi, nullptr);
+  }
   if (is_dlpack_producer(obj)) {
     if (auto v = dlpack_view(obj, kApi)) {
       at::Tensor out;

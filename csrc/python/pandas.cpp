@@ -1,0 +1,166 @@
+// pandas Series, Index, DataFrame (and ExtensionArrays) -> tensors.
+// torchbridge/_pandas.py turns the object into plain parts (per column: a
+// NumPy view, a mask, a pyarrow array or categorical codes); this file makes
+// them columns and core (core/columns.cpp) converts. pandas is imported only
+// when an input's type comes from it.
+
+#include "convert.h"
+#include "dtypes.h"
+#include "pyref.h"
+
+#include "../core/internal.h"
+
+#include <torchbridge/arrow.h>
+#include <torchbridge/columns.h>
+
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/utils/object_ptr.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace torchbridge::python {
+namespace {
+
+enum Kind { kNumpy = 0, kArrow = 1, kCodes = 2, kRefused = 3 };
+
+std::string str_of(PyObject* o) {
+  Py_ssize_t n = 0;
+  const char* s = PyUnicode_AsUTF8AndSize(o, &n);
+  if (!s) throw python_error();
+  return std::string(s, static_cast<size_t>(n));
+}
+
+// A 1-D ndarray part of `n` rows (the translator's contract; checked).
+PyArrayObject* array_part(PyObject* a, int64_t n, const std::string& who, const char* api) {
+  TORCH_INTERNAL_ASSERT(PyArray_Check(a), "_pandas.parts: an ndarray part");
+  auto* arr = reinterpret_cast<PyArrayObject*>(a);
+  TORCH_CHECK_VALUE(PyArray_NDIM(arr) == 1 && PyArray_DIM(arr, 0) == n, api, ": ", who,
+      " has shape ", std::to_string(PyArray_NDIM(arr) ? PyArray_DIM(arr, 0) : 0),
+      " where ", std::to_string(n), " rows were expected.");
+  return arr;
+}
+
+std::string column_words(const std::string& name, bool two_d, const std::string& what) {
+  if (!two_d || name.empty()) return what;
+  return "column '" + name + "' of " + what;
+}
+
+PyObject* translator() {
+  static PyObject* parts = [] {
+    THPObjectPtr m(PyImport_ImportModule("torchbridge._pandas"));
+    if (!m) throw python_error();
+    PyObject* f = PyObject_GetAttrString(m.get(), "parts");
+    if (!f) throw python_error();
+    return f;  // kept for the process's life
+  }();
+  return parts;
+}
+
+}  // namespace
+
+bool is_pandas(PyObject* obj) {
+  // Any class in the MRO defined by pandas ("pandas", "pandas.core.frame"):
+  // subclasses of DataFrame count; pandas itself is never imported here.
+  PyObject* mro = Py_TYPE(obj)->tp_mro;
+  if (!mro || !PyTuple_Check(mro)) return false;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); ++i) {
+    auto* t = reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i));
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || !t->tp_dict) continue;
+    PyObject* m = PyDict_GetItemString(t->tp_dict, "__module__");  // borrowed
+    if (!m || !PyUnicode_Check(m)) continue;
+    const char* s = PyUnicode_AsUTF8(m);
+    if (!s) {
+      PyErr_Clear();
+      continue;
+    }
+    if (std::strncmp(s, "pandas", 6) == 0 && (s[6] == 0 || s[6] == '.')) return true;
+  }
+  return false;
+}
+
+std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions& o,
+                                           const char* api, bool* shared_readonly) {
+  THPObjectPtr parts(PyObject_CallOneArg(translator(), obj));
+  if (!parts) throw python_error();
+  if (parts.get() == Py_None) return std::nullopt;
+  PyObject* p = parts.get();
+  TORCH_INTERNAL_ASSERT(PyTuple_Check(p) && PyTuple_GET_SIZE(p) == 5, "_pandas.parts: a 5-tuple");
+  ColumnsOptions layout;
+  layout.two_d = PyObject_IsTrue(PyTuple_GET_ITEM(p, 0)) == 1;
+  layout.rows = PyLong_AsLongLong(PyTuple_GET_ITEM(p, 1));
+  if (layout.rows == -1 && PyErr_Occurred()) throw python_error();
+  layout.what = str_of(PyTuple_GET_ITEM(p, 2));
+  layout.fill_hint = "fill them first (.fillna(0))";
+  PyObject* list = PyTuple_GET_ITEM(p, 3);
+  PyObject* whole = PyTuple_GET_ITEM(p, 4);
+  TORCH_INTERNAL_ASSERT(PyList_Check(list), "_pandas.parts: a list of columns");
+  const Py_ssize_t k = PyList_GET_SIZE(list);
+  const int64_t n = layout.rows;
+
+  // Refusals first, before anything is read.
+  for (Py_ssize_t j = 0; j < k; ++j) {
+    PyObject* c = PyList_GET_ITEM(list, j);
+    if (PyLong_AsLong(PyTuple_GET_ITEM(c, 1)) != kRefused) continue;
+    const std::string name = str_of(PyTuple_GET_ITEM(c, 0));
+    TORCH_CHECK_TYPE(false, api, ": ", column_words(name, layout.two_d, layout.what),
+        " holds ", str_of(PyTuple_GET_ITEM(c, 2)), ", which no tensor dtype holds; ",
+        str_of(PyTuple_GET_ITEM(c, 3)), ".");
+  }
+
+  // One NumPy block viewed as the whole (rows, k) result: shared on
+  // copy=False (the caller's promise for read-only memory), as any array.
+  if (whole != Py_None && o.copy.has_value() && !*o.copy) {
+    THPObjectPtr keep;
+    ArrayView v = array_view(reinterpret_cast<PyArrayObject*>(whole), o, /*own=*/true,
+                             /*fresh=*/false, keep);
+    at::Tensor out;
+    {
+      GilRelease nogil(o.device.has_value() && !o.device->is_cpu());
+      out = detail::to_tensor(v, o, api);
+    }
+    if (shared_readonly) *shared_readonly = out.numel() > 0;
+    return out;
+  }
+
+  std::vector<Column> columns(static_cast<size_t>(k));
+  std::vector<THPObjectPtr> keep(static_cast<size_t>(k));
+  for (Py_ssize_t j = 0; j < k; ++j) {
+    PyObject* c = PyList_GET_ITEM(list, j);
+    Column& col = columns[static_cast<size_t>(j)];
+    col.name = str_of(PyTuple_GET_ITEM(c, 0));
+    const std::string who = column_words(col.name, layout.two_d, layout.what);
+    const long kind = PyLong_AsLong(PyTuple_GET_ITEM(c, 1));
+    PyObject* a = PyTuple_GET_ITEM(c, 2);
+    PyObject* mask = PyTuple_GET_ITEM(c, 3);
+    if (kind == kArrow) {
+      // An Arrow-backed column (int64[pyarrow]): its chunks are segments.
+      auto t = arrow_table(a, who, api);
+      TORCH_INTERNAL_ASSERT(!t.layout.two_d && t.columns.size() == 1,
+                            "_pandas.parts: an Arrow column");
+      col.segments = std::move(t.columns[0].segments);
+      col.as_type = t.columns[0].as_type;
+      TORCH_CHECK_VALUE(col.length() == n, api, ": ", who, " has ",
+          std::to_string(col.length()), " values for ", std::to_string(n), " rows.");
+      continue;
+    }
+    auto* arr = array_part(a, n, who, api);
+    Segment s;
+    // The parts tuple holds every array for the call: views own a
+    // reference only for the one that may be shared.
+    s.values = array_view(arr, o, /*own=*/k == 1, /*fresh=*/false, keep[j]);
+    if (kind == kCodes) col.as_type = at::kLong;
+    if (mask != Py_None) {
+      auto* m = array_part(mask, n, who + "'s mask", api);
+      TORCH_INTERNAL_ASSERT(PyArray_TYPE(m) == NPY_BOOL, "_pandas.parts: a bool mask");
+      s.validity.kind = Validity::Kind::kByteMask;
+      s.validity.data = static_cast<const uint8_t*>(PyArray_DATA(m));
+      s.validity.stride = PyArray_STRIDE(m, 0);
+    }
+    col.segments.push_back(std::move(s));
+  }
+  return columns_tensor(columns, layout, o, api, shared_readonly);
+}
+
+}  // namespace torchbridge::python
