@@ -145,7 +145,8 @@ def test_tables_and_record_batches_are_2d_in_column_order(pa):
     for obj in (table, table.to_batches()[0], pa.concat_tables([table.slice(0, 1),
                                                                 table.slice(1)])):
         t = tb.to_tensor(obj, float_dtype=None)
-        assert t.dtype == torch.float64 and t.shape == (3, 3) and t.is_contiguous()
+        # Column-major: each column one run (as pandas' to_numpy gives frames).
+        assert t.dtype == torch.float64 and t.shape == (3, 3) and t.stride() == (1, 3)
         np.testing.assert_array_equal(t.numpy(), expect)
     with pytest.raises(ValueError, match=r"3 columns are separate buffers"):
         tb.to_tensor(table, copy=False)

@@ -14,11 +14,13 @@ def pd():
     return optional("pandas")
 
 
-def test_float_frame_is_row_major_in_the_policy_dtype(pd):
+def test_float_frame_is_column_major_in_the_policy_dtype(pd):
+    # Column-major, as df.to_numpy() gives it (pandas blocks hold columns).
     values = np.random.default_rng(0).standard_normal((1000, 4))
     df = pd.DataFrame(values, columns=list("abcd"))
     t = tb.to_tensor(df)
-    assert t.dtype == torch.float32 and t.shape == (1000, 4) and t.is_contiguous()
+    assert t.dtype == torch.float32 and t.shape == (1000, 4) and t.stride() == (1, 1000)
+    assert t.stride() == tuple(s // 8 for s in df.to_numpy().strides)
     np.testing.assert_array_equal(t.numpy(), values.astype(np.float32))
     t64 = tb.to_tensor(df, float_dtype=None)
     np.testing.assert_array_equal(t64.numpy(), values)
@@ -31,7 +33,7 @@ def test_copy_false_shares_a_single_block_read_only_and_default_copies(pd):
     assert t.data_ptr() == block.ctypes.data and t.stride() == (1, 4)
     np.testing.assert_array_equal(t.numpy(), df.to_numpy())
     c = tb.to_tensor(df, float_dtype=None)  # copy-on-write memory: copied once
-    assert c.data_ptr() != block.ctypes.data and c.is_contiguous()
+    assert c.data_ptr() != block.ctypes.data and c.stride() == (1, 4)
     with pytest.raises(ValueError, match="float64 becomes float32"):
         tb.to_tensor(df, copy=False)
 

@@ -97,6 +97,22 @@ def _column(name: str, values, where: str, drop: str | None):
 
 def _frame(df: pd.DataFrame):
     k = df.shape[1]
+    mgr = getattr(df, "_mgr", None)
+    blocks = getattr(mgr, "blocks", None)
+    if blocks is not None and len(blocks) == 1 and k > 0:
+        # The common frame, one numeric NumPy block in column order: the
+        # block is the answer, no per-column work (C++ reads no column part
+        # when `whole` is set, so they carry no arrays).
+        vals = getattr(blocks[0], "values", None)
+        try:
+            in_order = isinstance(vals, np.ndarray) and vals.ndim == 2 and \
+                vals.dtype.kind in "biufc" and vals.shape[0] == k and \
+                np.array_equal(blocks[0].mgr_locs.as_array, np.arange(k))
+        except AttributeError:  # another internal layout: the general path
+            in_order = False
+        if in_order:
+            return (True, len(df), "the DataFrame", [("", NUMPY, None, None)] * k,
+                    _readonly(vals.T))
     labels = list(df.columns)
     cols: list = [None] * k
     whole = None
@@ -106,8 +122,6 @@ def _frame(df: pd.DataFrame):
         where = f"df[{labels[j]!r}]"
         return _column(lab, values, where, f"df.drop(columns=[{labels[j]!r}])")
 
-    mgr = getattr(df, "_mgr", None)
-    blocks = getattr(mgr, "blocks", None)
     if blocks is not None:
         try:
             for blk in blocks:

@@ -382,11 +382,18 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
   if (any_missing && !(c10::isFloatingType(host) || c10::isComplexType(host))) host = target;
   std::vector<int64_t> shape{n};
   if (l.two_d) shape.push_back(k);
+  // A 2-D result on the host is column-major, (n, k) with strides (1, n):
+  // the layout pandas' own to_numpy() gives (its blocks are column-major)
+  // and the one a table's columns fill fastest (each column one sequential
+  // run). Like any Fortran-ordered array it is dense; .contiguous() gives
+  // rows. Staging for a device stays row-major.
+  const bool by_column = l.two_d && !pin && !device.is_cuda();
   at::Tensor out;
   if (pin || device.is_cuda()) {
     out = at::empty(shape, at::TensorOptions().dtype(host).pinned_memory(true));
   } else {
-    out = empty_host(shape, format::contiguous_strides<std::vector<int64_t>>(shape, true),
+    out = empty_host(shape,
+                     format::contiguous_strides<std::vector<int64_t>>(shape, !by_column),
                      host);
   }
 
@@ -398,7 +405,10 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
               typed_pair(*columns[j].segments[0].values.dtype.scalar, host);
   const int64_t item = static_cast<int64_t>(c10::elementSize(host));
   char* base = static_cast<char*>(out.data_ptr());
-  const int64_t step = l.two_d ? k : 1;
+  // Element (r, j) is at base + (r * step + j * col_step) * item.
+  const int64_t step = by_column ? 1 : (l.two_d ? k : 1);
+  const int64_t col_step = by_column ? n : 1;
+  const int64_t width = l.two_d ? k : 1;
   for (int64_t j = 0; j < k; ++j) {
     if (fast[j]) continue;
     int64_t row = 0;
@@ -407,7 +417,8 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
       const int64_t len = s.length();
       auto dst = (l.two_d ? out.select(1, j) : out).narrow(0, row, len);
       copy_into(dst, segment_tensor(s));
-      if (gone[j][g]) fill_nan(base + (row * step + j) * item, host, step, s.validity, 0, len);
+      if (gone[j][g])
+        fill_nan(base + (row * step + j * col_step) * item, host, step, s.validity, 0, len);
       row += len;
     }
   }
@@ -425,10 +436,17 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
         row += s.length();
       }
     }
-    const bool fresh = n * step * item >= (int64_t{32} << 20) && !pin && !device.is_cuda();
-    const int64_t grain = std::max<int64_t>(256, (int64_t{128} << 10) / (step * item));
+    const bool fresh = n * width * item >= (int64_t{32} << 20) && !pin && !device.is_cuda();
+    const int64_t grain = std::max<int64_t>(256, (int64_t{128} << 10) / (width * item));
     parallel_compute(n, grain, [&](int64_t r0, int64_t r1) {
-      if (fresh) prefault(base + r0 * step * item, static_cast<size_t>((r1 - r0) * step * item));
+      if (fresh) {
+        if (by_column) {
+          for (int64_t j = 0; j < k; ++j)
+            prefault(base + (j * n + r0) * item, static_cast<size_t>((r1 - r0) * item));
+        } else {
+          prefault(base + r0 * step * item, static_cast<size_t>((r1 - r0) * step * item));
+        }
+      }
       for (int64_t j = 0; j < k; ++j) {
         if (!fast[j]) continue;
         const auto& segs = columns[j].segments;
@@ -439,7 +457,7 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
           const int64_t i0 = r - st[g];
           const int64_t len = std::min(r1 - r, segs[g].length() - i0);
           if (len <= 0) continue;
-          copy_run(base + (r * step + j) * item, host, step, segs[g], i0, len,
+          copy_run(base + (r * step + j * col_step) * item, host, step, segs[g], i0, len,
                    gone[j][g] != 0);
           r += len;
         }

@@ -109,15 +109,18 @@ std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions&
         str_of(PyTuple_GET_ITEM(c, 3)), ".");
   }
 
-  // One NumPy block viewed as the whole (rows, k) result: shared on
-  // copy=False (the caller's promise for read-only memory), as any array.
-  if (whole != Py_None && o.copy.has_value() && !*o.copy) {
+  // One NumPy block viewed as the whole (rows, k) result converts as that
+  // array would: shared on copy=False (the caller's promise for read-only
+  // memory), else one copy in the block's (column-major) order, cast on the
+  // way, which is what df.to_numpy(dtype) costs.
+  if (whole != Py_None) {
     THPObjectPtr keep;
-    ArrayView v = array_view(reinterpret_cast<PyArrayObject*>(whole), o, /*own=*/true,
-                             /*fresh=*/false, keep);
+    auto* block = reinterpret_cast<PyArrayObject*>(whole);
+    ArrayView v = array_view(block, o, /*own=*/true, /*fresh=*/false, keep);
     at::Tensor out;
     {
-      GilRelease nogil(o.device.has_value() && !o.device->is_cpu());
+      GilRelease nogil((o.device.has_value() && !o.device->is_cpu()) ||
+                       PyArray_NBYTES(block) >= kReleaseGilBytes);
       out = detail::to_tensor(v, o, api);
     }
     if (shared_readonly) *shared_readonly = out.numel() > 0;

@@ -66,7 +66,9 @@ at::ScalarType numpy_result_type(at::ScalarType a, at::ScalarType b);
 
 // How a table's columns become one tensor.
 struct ColumnsOptions {
-  // A (rows, k) tensor, column j of the table in column j (row-major); else
+  // A (rows, k) tensor, column j of the table in column j (column-major on
+  // the host, strides (1, rows), as pandas' to_numpy gives; row-major when
+  // staged for a device); else
   // a 1-D tensor of the single column (a Series, an Index, an Array).
   bool two_d = true;
   // The rows of a table with no columns (it has no column to count them).
