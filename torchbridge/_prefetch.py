@@ -18,6 +18,7 @@ an abandoned one is garbage-collected and shut down (weakref.finalize).
 from __future__ import annotations
 
 import queue
+from contextlib import nullcontext
 import threading
 import weakref
 from typing import Any, Iterable, Iterator, Optional
@@ -57,8 +58,10 @@ def _put(q: queue.Queue, stop: threading.Event, item: Any) -> bool:
 
 def _produce(source: Iterator, q: queue.Queue, stop: threading.Event,
              device: torch.device, kw: dict, stream: Any) -> None:
+    # stream is None only where no CUDA is involved (the tests drive the
+    # thread on the CPU that way).
     try:
-        with torch.cuda.stream(stream):  # this thread's current stream
+        with torch.cuda.stream(stream) if stream is not None else nullcontext():
             while not stop.is_set():
                 try:
                     batch = next(source)
@@ -66,8 +69,10 @@ def _produce(source: Iterator, q: queue.Queue, stop: threading.Event,
                     break
                 out = tree_to_tensor(batch, device=device, **kw)
                 del batch
-                event = torch.cuda.Event()
-                event.record(stream)
+                event = None
+                if stream is not None:
+                    event = torch.cuda.Event()
+                    event.record(stream)  # after the batch's copies
                 if not _put(q, stop, (out, event)):
                     return
                 del out, event
@@ -122,16 +127,19 @@ class Prefetcher:
     """The iterator ``tb.prefetch`` returns (see :func:`prefetch`)."""
 
     def __init__(self, iterable: Iterable, device: torch.device, depth: int,
-                 kw: dict) -> None:
+                 kw: dict, threaded: Optional[bool] = None) -> None:
         self.device = device
         self.depth = depth
         self._kw = kw
         self._state = _State(iter(iterable), depth if depth > 0 else 1)
-        self._ahead = device.type == "cuda" and depth > 0
+        cuda = device.type == "cuda"
+        self._ahead = (cuda if threaded is None else threaded) and depth > 0
         self._finalizer = weakref.finalize(self, _shutdown, self._state)
         if self._ahead:
-            kw = dict(kw, non_blocking=True)  # the event orders the consumer
-            stream = torch.cuda.Stream(device=device)
+            stream = None
+            if cuda:
+                kw = dict(kw, non_blocking=True)  # the event orders the consumer
+                stream = torch.cuda.Stream(device=device)
             t = threading.Thread(
                 target=_produce, name="torchbridge-prefetch", daemon=True,
                 args=(self._state.source, self._state.queue, self._state.stop,
@@ -168,6 +176,8 @@ class Prefetcher:
             self.close()
             raise item.exc
         out, event = item
+        if event is None:
+            return out
         current = torch.cuda.current_stream(self.device)
         current.wait_event(event)
 
