@@ -115,6 +115,9 @@ def test_leaves_at_the_root_and_numbers():
     assert tb.collate(["a", "b"]) == ["a", "b"]
     assert tb.collate([b"a", b"b"]) == [b"a", b"b"]
     assert tb.collate([None, None]) == [None, None]
+    # NumPy's str and bytes scalars (HF datasets' numpy format) are text too.
+    assert tb.collate([np.str_("a"), np.str_("b")]) == ["a", "b"]
+    assert tb.collate([np.bytes_(b"a")]) == [b"a"]
     # NumPy scalars are 0-d arrays (np.float64 is a float subclass: policy).
     x = tb.collate([np.float64(1.5), np.float64(2.5)])
     assert x.dtype == torch.float32 and x.tolist() == [1.5, 2.5]

@@ -161,6 +161,8 @@ class _Walk:
             return self.numbers(items, where, None, "a bool")
         if tp is str or tp is bytes or elem is None:
             return list(items)
+        if isinstance(elem, (str, bytes)):  # np.str_ and np.bytes_ too
+            return list(items)
         if isinstance(elem, (np.ndarray, np.generic)):  # before float: np.float64
             return self.stack(items, where)
         if isinstance(elem, torch.Tensor):
@@ -173,8 +175,6 @@ class _Walk:
             return self.numbers(items, where, None, "an int")
         if isinstance(elem, float):
             return self.numbers(items, where, _FLOAT, "a float")
-        if isinstance(elem, (str, bytes)):
-            return list(items)
         if isinstance(elem, Mapping):
             return self.mapping(items, where)
         if isinstance(elem, tuple) and hasattr(tp, "_fields") and hasattr(tp, "_make"):
