@@ -82,6 +82,14 @@ def _allocator(pin_memory: bool) -> Optional[Callable]:
     return None
 
 
+def _has_key(sample: Any, key: Any) -> bool:
+    try:
+        sample[key]
+        return True
+    except (KeyError, TypeError, IndexError):
+        return False
+
+
 class _Walk:
     __slots__ = ("float_dtype", "alloc")
 
@@ -149,6 +157,9 @@ class _Walk:
     def walk(self, items: list, where: str) -> Any:
         elem = items[0]
         tp = type(elem)
+        # Exact types first: one comparison each for the common cases.
+        if tp is dict:
+            return self.mapping(items, where)
         if tp is np.ndarray or tp is torch.Tensor:
             if tp is torch.Tensor and elem.layout != torch.strided:
                 return self.sparse(items, where)
@@ -231,15 +242,14 @@ class _Walk:
         elem = items[0]
         out = {}
         for key in elem:
-            column = []
-            for i, s in enumerate(items):
-                try:
-                    column.append(s[key])
-                except (KeyError, TypeError):
-                    raise ValueError(
-                        f"collate: cannot batch {where}: sample [{i}] has no key "
-                        f"{key!r}, which sample [0] has; every sample must have "
-                        "the same keys.") from None
+            try:
+                column = [s[key] for s in items]
+            except (KeyError, TypeError, IndexError):
+                i = next(i for i, s in enumerate(items) if not _has_key(s, key))
+                raise ValueError(
+                    f"collate: cannot batch {where}: sample [{i}] has no key "
+                    f"{key!r}, which sample [0] has; every sample must have "
+                    "the same keys.") from None
             out[key] = self.walk(column, f"{where}[{key!r}]")
         if type(elem) is dict:
             return out
