@@ -132,6 +132,8 @@ def test_mixed_numbers_are_never_truncated():
     assert out.dtype == torch.float32 and out.tolist() == [1.0, 2.5]
     assert tb.collate([1.0, 2]).tolist() == [1.0, 2.0]
     assert tb.collate([1, 2.5], float_dtype=None).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"collate: cannot stack sample\['n'\]: .*"):
+        tb.collate([{"n": 2 ** 70}, {"n": 1}])  # too big for int64
     mixed = tb.collate([True, 2])
     assert mixed.dtype == torch.int64 and mixed.tolist() == [1, 2]
 
@@ -296,8 +298,11 @@ def test_pin_memory_without_an_accelerator_warns_once(monkeypatch):
 
 @needs_cuda
 def test_pin_memory_pins_in_the_main_process():
-    out = tb.collate([{"x": np.zeros((3, 3)), "y": torch.ones(2)}] * 4, pin_memory=True)
+    out = tb.collate([{"x": np.zeros((3, 3)), "y": torch.ones(2), "label": 1, "w": 0.5}] * 4,
+                     pin_memory=True)
     assert out["x"].is_pinned() and out["y"].is_pinned()
+    assert out["label"].is_pinned() and out["w"].is_pinned()
+    assert out["label"].tolist() == [1] * 4 and out["w"].dtype == torch.float32
     assert out["x"].dtype == torch.float32
 
 
@@ -329,7 +334,7 @@ class _Images(Dataset):
 def _collate_and_report(samples):
     """In the worker: the batch and whether its big leaf is in shared memory."""
     batch = tb.collate(samples)
-    batch["shared_in_worker"] = batch["x"].is_shared()
+    batch["shared_in_worker"] = batch["x"].is_shared() and batch["y"].is_shared()
     return batch
 
 

@@ -104,11 +104,13 @@ class _Walk:
         floats = self.float_dtype or torch.float64  # None keeps float64
         try:
             if dtype is not None:
-                return torch.tensor(items, dtype=floats if dtype is _FLOAT else dtype)
-            # ints and bools: torch infers (bool, int64); a float among them
-            # makes the column floating, never truncated.
-            out = torch.tensor(items)
-            return torch.tensor(items, dtype=floats) if out.is_floating_point() else out
+                out = torch.tensor(items, dtype=floats if dtype is _FLOAT else dtype)
+            else:
+                # ints and bools: torch infers (bool, int64); a float among
+                # them makes the column floating, never truncated.
+                out = torch.tensor(items)
+                if out.is_floating_point():
+                    out = torch.tensor(items, dtype=floats)
         except (TypeError, ValueError, RuntimeError, OverflowError) as e:
             bad = next((i for i, x in enumerate(items)
                         if not isinstance(x, (bool, int, float))), None)
@@ -117,7 +119,14 @@ class _Walk:
                     f"collate: cannot stack {where}: sample [{bad}] is a "
                     f"{type(items[bad]).__name__}, but sample [0] is {kind}; every "
                     "sample must hold the same kind of value at each key.") from None
-            raise ValueError(f"collate: cannot stack {where} as {dtype}: {e}") from None
+            raise ValueError(f"collate: cannot stack {where}: {e}.") from None
+        if self.alloc is None:
+            return out
+        # Into the same memory as the stacked leaves (shared or pinned): a
+        # small copy here instead of the pickler's or the pin thread's.
+        dst = self.alloc(tuple(out.shape), out.dtype)
+        dst.copy_(out)
+        return dst
 
     def containers(self, items: list, where: str) -> torch.Tensor:
         # pandas / Arrow / scipy.sparse / array-likes: to_tensor's rules per
