@@ -4,6 +4,10 @@ staged kept), the CUDA stream discipline (skipped without a GPU)."""
 from __future__ import annotations
 
 import gc
+import os
+import pathlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -194,3 +198,23 @@ def test_cuda_close_frees_what_was_staged():
     gc.collect()
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == base
+
+
+def test_interpreter_exits_with_a_source_that_never_delivers(tmp_path):
+    # The thread waits inside the source forever; exit must still finish
+    # (bounded wait at exit, daemon thread), in a subprocess.
+    script = tmp_path / "blocked.py"
+    script.write_text(
+        "import threading, numpy as np, torch\n"
+        "from torchbridge._prefetch import Prefetcher\n"
+        "def src():\n"
+        "    yield {'x': np.zeros(2)}\n"
+        "    threading.Event().wait()\n"
+        "p = Prefetcher(src(), torch.device('cpu'), 2, {}, threaded=True)\n"
+        "print(next(p)['x'].tolist())\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=60, cwd=str(tmp_path),
+                       env={**os.environ,
+                            "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[0.0, 0.0]"

@@ -17,6 +17,7 @@ an abandoned one is garbage-collected and shut down (weakref.finalize).
 
 from __future__ import annotations
 
+import atexit
 import queue
 from contextlib import nullcontext
 import threading
@@ -103,7 +104,7 @@ def _drain(q: queue.Queue) -> None:
             return
 
 
-def _shutdown(state: _State) -> None:
+def _shutdown(state: _State, timeout: Optional[float] = None) -> None:
     if state.closed:
         return
     state.closed = True
@@ -112,7 +113,7 @@ def _shutdown(state: _State) -> None:
     if t is not None:
         _drain(state.queue)  # frees staged batches; unblocks a full put
         if t is not threading.current_thread():
-            t.join()
+            t.join(timeout)
         _drain(state.queue)
     close = getattr(state.source, "close", None)
     if callable(close) and (t is None or not t.is_alive()):
@@ -121,6 +122,18 @@ def _shutdown(state: _State) -> None:
         except Exception:  # noqa: BLE001  (closing a source is best effort)
             pass
     state.source = None
+
+
+_live: "weakref.WeakSet[Prefetcher]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    # At exit the thread may be waiting on a source that will never deliver
+    # (a DataLoader whose workers are being torn down): stop every
+    # prefetcher, but wait for each thread only briefly (it is a daemon).
+    for p in list(_live):
+        _shutdown(p._state, timeout=2.0)
 
 
 class Prefetcher:
@@ -135,6 +148,8 @@ class Prefetcher:
         cuda = device.type == "cuda"
         self._ahead = (cuda if threaded is None else threaded) and depth > 0
         self._finalizer = weakref.finalize(self, _shutdown, self._state)
+        self._finalizer.atexit = False  # _close_all_at_exit, with a bounded wait
+        _live.add(self)
         if self._ahead:
             stream = None
             if cuda:
