@@ -241,6 +241,12 @@ def test_structure_errors():
         tb.collate([])
 
 
+def test_dtypes_torch_cannot_promote_name_the_key():
+    with pytest.raises(TypeError, match=r"cannot stack sample\['a'\]: sample \[1\] is int64 "
+                       r"and the samples before it are uint64, which torch does not promote"):
+        tb.collate([{"a": np.zeros(2, np.uint64)}, {"a": np.zeros(2, np.int64)}])
+
+
 def test_text_arrays_name_the_key():
     with pytest.raises(TypeError, match=r"cannot stack sample\['text'\]: sample \[0\] is "
                        r"an array of dtype <U2, which has no tensor form"):

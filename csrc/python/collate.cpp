@@ -180,7 +180,23 @@ PyObject* py_collate_stack(PyObject*, PyObject* const* args, Py_ssize_t nargs,
       views.push_back(array_view(reinterpret_cast<PyArrayObject*>(item), o,
                                  /*own=*/false, false, unused));
     }
-    common = i == 0 ? *views[0].dtype.scalar : c10::promoteTypes(common, *views[i].dtype.scalar);
+    if (i == 0) {
+      common = *views[0].dtype.scalar;
+      continue;
+    }
+    const auto st = *views[i].dtype.scalar;
+    // torch.stack's promotion (what default_collate does), but c10's error
+    // for pairs it refuses (uint64 with int64) names neither key nor fix.
+    bool ok = true;
+    try {
+      common = c10::promoteTypes(common, st);
+    } catch (const c10::Error&) {
+      ok = false;
+    }
+    TORCH_CHECK_TYPE(ok, kApi, ": cannot stack ", where, ": sample [", std::to_string(i),
+        "] is ", dtype_name(st), " and the samples before it are ", dtype_name(common),
+        ", which torch does not promote to a common dtype; give every sample the "
+        "same dtype in the dataset.");
   }
   const auto target = detail::target_dtype(common, o, kApi);
   std::vector<int64_t> shape{static_cast<int64_t>(n)};
