@@ -289,6 +289,20 @@ def test_pandas_series_samples_go_through_to_tensor():
     assert torch.equal(out, torch.tensor([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]))
 
 
+def test_pandas_frame_and_arrow_samples():
+    pd = optional("pandas")
+    frames = [pd.DataFrame({"a": [1.0, 2.0], "b": [3, 4]}) * (i + 1) for i in range(2)]
+    out = tb.collate([{"f": f} for f in frames])["f"]
+    assert out.dtype == torch.float32 and out.shape == (2, 2, 2)
+    assert torch.equal(out, torch.tensor([[[1, 3], [2, 4]], [[2, 6], [4, 8]]],
+                                         dtype=torch.float32))
+    pa = optional("pyarrow")
+    out = tb.collate([pa.array([1.0, 2.0]), pa.array([3.0, 4.0])])
+    assert out.dtype == torch.float32 and out.tolist() == [[1, 2], [3, 4]]
+    ints = tb.collate([pa.array([1, 2], type=pa.int32())] * 3)
+    assert ints.dtype == torch.int32 and ints.shape == (3, 2)
+
+
 def test_pin_memory_without_an_accelerator_warns_once(monkeypatch):
     if HAS_CUDA:
         pytest.skip("an accelerator is present: pin_memory pins")
