@@ -171,8 +171,8 @@ C_PUBLIC = sorted(n for n in dir(_C) if not n.startswith("_")
 
 def test_public_names_are_the_expected_ones():
     # A new public function must be added to this file's checks by name.
-    assert PUBLIC == ["load", "save", "to_host", "to_numpy", "to_scipy", "to_tensor",
-                      "tree_to_numpy", "tree_to_tensor"]
+    assert PUBLIC == ["collate", "load", "prefetch", "save", "to_host", "to_numpy",
+                      "to_scipy", "to_tensor", "tree_to_numpy", "tree_to_tensor"]
     assert C_PUBLIC == ["load", "save", "to_host", "to_numpy", "to_tensor"]
 
 

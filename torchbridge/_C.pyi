@@ -1,7 +1,7 @@
 # Types of the compiled extension torchbridge._C (the public functions are
 # re-exported by torchbridge/__init__.py).
 import os
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -87,3 +87,9 @@ def _pending_releases() -> int: ...
 def _release_in_native_thread(tensor: torch.Tensor, delay_ms: int, /) -> None: ...
 def _parallel(fail_thread_creation: Optional[bool] = ..., /) -> tuple[int, int]: ...
 def _host_cache() -> tuple[int, int]: ...
+def _collate_stack(
+    items: Union[list[Any], tuple[Any, ...]],
+    where: str,
+    float_dtype: Optional[DTypeLike],
+    alloc: Optional[Callable[[tuple[int, ...], torch.dtype], torch.Tensor]] = None,
+) -> torch.Tensor: ...

@@ -429,6 +429,18 @@ at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
   // host, then one DMA.
   if (pin || device.is_cuda()) opts = opts.pinned_memory(true);
   at::Tensor out = at::empty(shape, opts);
+  stack_into(views, common, out, api);
+  if (to_cpu) return out;
+  return upload({out, host_dtype}, target, device, o.non_blocking);
+}
+
+void stack_into(std::vector<ArrayView>& views, at::ScalarType common,
+                const at::Tensor& out, const char* api) {
+  const int64_t n = static_cast<int64_t>(views.size());
+  TORCH_INTERNAL_ASSERT(n > 0 && out.is_cpu() && out.is_contiguous() && out.dim() >= 1 &&
+                        out.size(0) == n, "stack_into: a dense CPU output of ",
+                        std::to_string(n), " items");
+  const auto host_dtype = out.scalar_type();
   // The common case of a batch: every item of the common type, C-contiguous
   // and sharable, in a plain copy or a policy cast: one pass over raw
   // pointers (no tensor per item).
@@ -454,8 +466,6 @@ at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
       }
     }
   }
-  if (to_cpu) return out;
-  return upload({out, host_dtype}, target, device, o.non_blocking);
 }
 
 }  // namespace detail

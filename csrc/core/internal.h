@@ -67,6 +67,13 @@ at::Tensor stack(std::vector<ArrayView>& views, at::ScalarType common,
 at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions& layout,
                              const CoerceOptions& o, const char* api);
 
+// The copy inside `stack`, into an output the caller allocated (shared
+// memory for a DataLoader worker, pinned memory, ...): `out` is a dense
+// C-order CPU tensor of shape [views.size(), *item shape] in the target
+// dtype, which the cast to runs inside the copy; the views are of equal
+// shape (checked by the caller) and of `common` or a type promoting to it.
+void stack_into(std::vector<ArrayView>& views, at::ScalarType common,
+                const at::Tensor& out, const char* api);
 // to_numpy of an array: the array itself, a copy, or a cast copy, by copy=
 // and whether its dtype must change (`cast`). ValueError for copy=False
 // when the input was built for this call (`temporary_from` says how) or

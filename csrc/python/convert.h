@@ -125,4 +125,7 @@ void init_storage_ref(PyObject* module);
 // Adds load() and save(), the .npy/.npz functions (npy.cpp).
 void init_npy(PyObject* module);
 
+// Adds _collate_stack, the stacking step of tb.collate (collate.cpp).
+void init_collate(PyObject* module);
+
 }  // namespace torchbridge::python

@@ -458,6 +458,7 @@ PyMODINIT_FUNC PyInit__C() {
   try {
     init_storage_ref(m);
     init_npy(m);
+    init_collate(m);
   } catch (const python_error&) {
     Py_DECREF(m);
     return nullptr;
