@@ -270,11 +270,7 @@ def test_sparse_torch_samples_stack_into_a_sparse_batch():
 def test_scipy_sparse_samples():
     sp = optional("scipy.sparse")
     m = sp.csr_array(np.array([[0.0, 1.0], [2.0, 0.0]]))
-    try:
-        single = tb.to_tensor(m)
-    except TypeError:
-        pytest.skip("to_tensor does not convert scipy.sparse in this build")
-    assert single.layout != torch.strided
+    assert tb.to_tensor(m).layout == torch.sparse_csr
     out = tb.collate([m, m * 2])
     assert out.is_sparse and out.dtype == torch.float32
     assert torch.equal(out.to_dense(), torch.tensor([[[0, 1], [2, 0]], [[0, 2], [4, 0]]],

@@ -57,7 +57,7 @@ def _inspect_foreign(tp: type) -> bool:
 
 def _is_foreign(tree: Any) -> bool:
     """Whether `tree` is an array container to_tensor/to_numpy accept
-    besides ndarrays, NumPy scalars and tensors (see API.md)."""
+    besides ndarrays, NumPy scalars and tensors (the public contract's list)."""
     tp = type(tree)
     found = _foreign.get(tp)
     if found is None:
