@@ -437,7 +437,13 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
       }
     }
     const bool fresh = n * width * item >= (int64_t{32} << 20) && !pin && !device.is_cuda();
-    const int64_t grain = std::max<int64_t>(256, (int64_t{128} << 10) / (width * item));
+    // Row-major: pieces of rows whose output block stays in cache. Column-
+    // major: each piece writes one run per column, so pieces are as long as
+    // a fresh output's prefault unit (1 MB a column; 128 KB otherwise):
+    // short runs would cost a madvise each (k per piece).
+    const int64_t grain =
+        by_column ? std::max<int64_t>(256, (fresh ? int64_t{1} << 20 : int64_t{128} << 10) / item)
+                  : std::max<int64_t>(256, (int64_t{128} << 10) / (width * item));
     parallel_compute(n, grain, [&](int64_t r0, int64_t r1) {
       if (fresh) {
         if (by_column) {
