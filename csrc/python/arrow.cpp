@@ -19,12 +19,6 @@
 namespace torchbridge::python {
 namespace {
 
-PyObject* interned(const char* s) {
-  PyObject* o = PyUnicode_InternFromString(s);
-  if (!o) throw python_error();
-  return o;  // kept for the process's life
-}
-
 constexpr const char* kOurs = "torchbridge.arrow_array";
 
 // Our capsule owns a moved ArrowArray: its destructor calls the producer's

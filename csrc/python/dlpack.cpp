@@ -15,12 +15,6 @@
 namespace torchbridge::python {
 namespace {
 
-PyObject* interned(const char* s) {
-  PyObject* o = PyUnicode_InternFromString(s);
-  if (!o) throw python_error();
-  return o;  // kept for the process's life
-}
-
 // The managed tensor, owned by a capsule of ours whose destructor calls the
 // producer's deleter: the view's owner releases the capsule with
 // release_pyobject, so the deleter (NumPy's takes the GIL) runs with the

@@ -16,7 +16,6 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/object_ptr.h>
 
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -61,23 +60,8 @@ PyObject* translator() {
 }  // namespace
 
 bool is_pandas(PyObject* obj) {
-  // Any class in the MRO defined by pandas ("pandas", "pandas.core.frame"):
-  // subclasses of DataFrame count; pandas itself is never imported here.
-  PyObject* mro = Py_TYPE(obj)->tp_mro;
-  if (!mro || !PyTuple_Check(mro)) return false;
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); ++i) {
-    auto* t = reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i));
-    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || !t->tp_dict) continue;
-    PyObject* m = PyDict_GetItemString(t->tp_dict, "__module__");  // borrowed
-    if (!m || !PyUnicode_Check(m)) continue;
-    const char* s = PyUnicode_AsUTF8(m);
-    if (!s) {
-      PyErr_Clear();
-      continue;
-    }
-    if (std::strncmp(s, "pandas", 6) == 0 && (s[6] == 0 || s[6] == '.')) return true;
-  }
-  return false;
+  // "pandas", "pandas.core.frame", ...: subclasses of DataFrame count.
+  return defined_in(obj, "pandas");
 }
 
 std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions& o,

@@ -1,5 +1,7 @@
 #include "pyref.h"
 
+#include <torch/csrc/Exceptions.h>
+
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -90,6 +92,34 @@ void GilRelease::restore(PyThreadState* state) noexcept {
 #else
   PyEval_RestoreThread(state);
 #endif
+}
+
+PyObject* interned(const char* s) {
+  PyObject* o = PyUnicode_InternFromString(s);
+  if (!o) throw python_error();
+  return o;
+}
+
+bool defined_in(PyObject* obj, std::string_view package) {
+  PyObject* mro = Py_TYPE(obj)->tp_mro;
+  if (!mro || !PyTuple_Check(mro)) return false;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); ++i) {
+    auto* t = reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i));
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || !t->tp_dict) continue;
+    PyObject* m = PyDict_GetItemString(t->tp_dict, "__module__");  // borrowed
+    if (!m || !PyUnicode_Check(m)) continue;
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(m, &n);
+    if (!s) {
+      PyErr_Clear();
+      continue;
+    }
+    const std::string_view module(s, static_cast<size_t>(n));
+    if (module.substr(0, package.size()) == package &&
+        (module.size() == package.size() || module[package.size()] == '.'))
+      return true;
+  }
+  return false;
 }
 
 }  // namespace torchbridge::python

@@ -1,10 +1,12 @@
 #pragma once
 // Releasing Python references from C++ deleters that may run on any thread,
-// and releasing the GIL around long C++ work.
+// releasing the GIL around long C++ work, and small lookups the front-ends
+// share.
 
 #include <Python.h>
 
 #include <cstddef>
+#include <string_view>
 
 namespace torchbridge::python {
 
@@ -38,6 +40,15 @@ inline bool interpreter_finalizing() {
   return _Py_IsFinalizing();
 #endif
 }
+
+// A new interned str, kept for the process's life (attribute names looked
+// up on every call). Throws python_error on failure.
+PyObject* interned(const char* s);
+
+// Whether a class in type(obj)'s MRO (subclasses count) was defined in
+// `package` or a submodule of it: its __module__ is "package" or starts
+// with "package.". Reads class dicts only: the package is never imported.
+bool defined_in(PyObject* obj, std::string_view package);
 
 // Releases the GIL for its lifetime (RAII, exception safe).
 //

@@ -15,7 +15,6 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/object_ptr.h>
 
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -43,23 +42,8 @@ THPObjectPtr array_attr(PyObject* m, const char* name, const char* shown) {
 }  // namespace
 
 bool is_scipy_sparse(PyObject* obj) {
-  // type(obj).__module__ (or a base class's: subclasses of SciPy's
-  // classes count) starting with "scipy.sparse"; no import of SciPy.
-  PyObject* mro = Py_TYPE(obj)->tp_mro;
-  if (!mro || !PyTuple_Check(mro)) return false;
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); ++i) {
-    auto* t = reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i));
-    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || !t->tp_dict) continue;
-    PyObject* mod = PyDict_GetItemString(t->tp_dict, "__module__");  // borrowed
-    if (!mod || !PyUnicode_Check(mod)) continue;
-    const char* s = PyUnicode_AsUTF8(mod);
-    if (!s) {
-      PyErr_Clear();
-      continue;
-    }
-    if (std::strncmp(s, "scipy.sparse", 12) == 0) return true;
-  }
-  return false;
+  // "scipy.sparse._csr", ...: subclasses of SciPy's classes count.
+  return defined_in(obj, "scipy.sparse");
 }
 
 at::Tensor scipy_to_tensor(PyObject* obj, const ToTensorOptions& o, const char* api) {
