@@ -23,13 +23,10 @@ import numpy as np
 import torch
 
 from . import _C
+from ._tree import _is_foreign
 
 _pin_warned = False
 _FLOAT = object()  # numbers(): the float_dtype column
-
-# Modules whose objects become tensors through tb.to_tensor before stacking
-# (recognised by type(obj).__module__, never by importing them).
-_CONTAINER_MODULES = ("pandas", "pyarrow", "scipy", "polars", "xarray")
 
 
 def _has_accelerator() -> bool:
@@ -203,8 +200,10 @@ class _Walk:
                              for name, s in zip(tp._fields, zip(*items))])
         if dataclasses.is_dataclass(elem) and not isinstance(elem, type):
             return self.dataclass(items, where)
-        mod = tp.__module__.partition(".")[0]
-        if mod in _CONTAINER_MODULES:
+        # The containers the tree functions convert (pandas, Arrow and DLPack
+        # producers, scipy.sparse; recognised without importing them) become
+        # tensors through to_tensor before stacking.
+        if _is_foreign(elem):
             return self.containers(items, where)
         if isinstance(elem, Sequence):
             return self.sequence(items, where)
