@@ -1,7 +1,8 @@
 """The cache of freed outputs (csrc/core/host_memory.cpp, OutputCache): a
-converted tensor of 256 KB - 32 MB, once freed, keeps its pages mapped for
-the next output of the same size (issue 11: page faults on every call were
-what kept 1M-element casts behind NumPy on a busy machine).
+converted tensor or a loaded array of 256 KB up to the cap (64 MB), once
+freed, keeps its pages mapped for the next output of the same size (issue
+11: page faults on every call were what kept 1M-element casts behind NumPy
+on a busy machine, and 64 MB loads and frames behind NumPy's huge pages).
 
 Asserted: reuse (same data pointer, fresh values), the bounds (size range,
 8 blocks, the byte cap, the env switch), that the storage behaves as any
@@ -64,13 +65,35 @@ def test_freed_output_is_reused_with_new_values():
     assert np.array_equal(t2.numpy(), b.astype(np.float32))
 
 
-@pytest.mark.parametrize("nbytes", [64 << 10, 32 * MB])
+@pytest.mark.parametrize("nbytes", [64 << 10, 64 * MB + 4096])
 def test_outside_the_size_range_nothing_is_kept(nbytes):
     drain()
     before = tb._C._host_cache()
     t = tb.to_tensor(np.ones(nbytes // 4, np.float32), copy=True)
     del t
     assert tb._C._host_cache() == before
+
+
+def test_a_block_as_large_as_the_cap_is_kept():
+    t = tb.to_tensor(np.ones(16 * MB))  # float64 -> float32: 64 MB out
+    p = t.data_ptr()
+    del t
+    assert tb._C._host_cache() == (1, 64 * MB)  # it evicted every other block
+    u = tb.to_tensor(np.full(16 * MB, 2.0))
+    assert u.data_ptr() == p and bool((u == 2).all())
+
+
+def test_loaded_arrays_reuse_freed_blocks(tmp_path):
+    drain()
+    a = np.arange(MB, dtype=np.float32)  # 4 MB
+    np.save(tmp_path / "a.npy", a)
+    t = tb.load(tmp_path / "a.npy")
+    p = t.data_ptr()
+    del t
+    np.save(tmp_path / "b.npy", a[::-1])
+    u = tb.load(tmp_path / "b.npy")
+    assert u.data_ptr() == p  # the freed load's pages
+    assert np.array_equal(u.numpy(), a[::-1])
 
 
 def test_at_most_eight_blocks_and_the_byte_cap():

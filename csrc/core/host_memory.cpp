@@ -1,7 +1,8 @@
 // Fresh host memory and the dense casts that fill it.
 //
 // Outputs come from c10's CPU allocation with 4 KB pages, and freed ones of
-// 256 KB - 32 MB are kept mapped for the next output of their size
+// 256 KB up to the cache's cap (64 MB) are kept mapped for the next output
+// of their size
 // (OutputCache, below). Huge pages
 // (madvise(MADV_HUGEPAGE), as NumPy does) were tried and dropped: at 128M
 // elements they made the cast 1.8x faster in a tight loop (80-85 ms against
@@ -122,17 +123,20 @@ void prefault(void* p, size_t n) {
 
 namespace {
 
-// Recently freed outputs of 256 KB - 32 MB, kept mapped for the next call of
-// the same size. glibc hands such blocks back to the kernel (or reuses heap
-// whose top it trimmed), so every call faulted 60-80 fresh pages back in:
-// ~150 us of a 1M-element cast, and on a busy machine each fault is a point
-// where the scheduler takes the core away (1M float64 -> float32 under
-// contention: 1.2-1.35x NumPy's astype, whose 4 MB outputs are huge-page
-// backed, against 0 faults and parity with this cache). Above 32 MB glibc
-// maps fresh memory anyway and cast_dense prefaults it in pieces; below
-// 256 KB the heap keeps its pages. At most kSlots blocks and cap_bytes()
-// in all (TORCHBRIDGE_HOST_CACHE_MB, default 64; 0 turns it off); a block
-// waits here only until a call of its size or eight later frees evict it.
+// Recently freed outputs of 256 KB up to cap_bytes(), kept mapped for the
+// next call of the same size. glibc hands such blocks back to the kernel
+// (or reuses heap whose top it trimmed; from 32 MB it always maps fresh
+// memory), so every call faulted its pages back in: 60-80 of a 1M-element
+// cast, ~150 us, and on a busy machine each fault is a point where the
+// scheduler takes the core away (1M float64 -> float32 under contention:
+// 1.2-1.35x NumPy's astype, whose 4 MB outputs are huge-page backed,
+// against 0 faults and parity with this cache); 16,384 of a 64 MB output,
+// 10 ms on two cores, half the time of a 1M x 16 frame or a 64 MB load
+// (NumPy's huge pages fault 512x fewer times). Below 256 KB the heap
+// keeps its pages. At most kSlots blocks and cap_bytes() in all
+// (TORCHBRIDGE_HOST_CACHE_MB, default 64; 0 turns it off); a block waits
+// here only until a call of its size or eight later frees evict it, so
+// the memory it holds is bounded by the cap whatever the sizes.
 class OutputCache final : public c10::Allocator {
  public:
   // Every block starts with this header; the data follows it, 64-byte
@@ -142,7 +146,6 @@ class OutputCache final : public c10::Allocator {
     size_t bytes;
   };
   static constexpr size_t kMin = size_t{256} << 10;
-  static constexpr size_t kMax = size_t{32} << 20;  // exclusive
   static constexpr int kSlots = 8;
 
   c10::DataPtr allocate(size_t n) override {
@@ -208,7 +211,7 @@ class OutputCache final : public c10::Allocator {
     return cap;
   }
 
-  static bool cacheable(size_t n) { return n >= kMin && n < kMax && n <= cap_bytes(); }
+  static bool cacheable(size_t n) { return n >= kMin && n <= cap_bytes(); }
 
   static void free_block(void* data) { c10::free_cpu(static_cast<Header*>(data) - 1); }
 

@@ -134,8 +134,9 @@ void prefault(void* p, size_t n);
 
 // Fresh CPU memory for an output (host_memory.cpp): c10's CPU allocation
 // with 4 KB pages (why not huge pages: see there), and freed blocks of
-// 256 KB - 32 MB kept mapped for the next output of their size (at most 8
-// blocks and TORCHBRIDGE_HOST_CACHE_MB, default 64). The tensor's storage
+// 256 KB up to the cap kept mapped for the next output of their size (at
+// most 8 blocks and TORCHBRIDGE_HOST_CACHE_MB in all, default 64). .npy
+// loads allocate here too. The tensor's storage
 // allocates through the same cache, so resize_ works as on any tensor.
 at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
                       at::ScalarType dtype);
