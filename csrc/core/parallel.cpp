@@ -137,9 +137,12 @@ int runnable_now() {
 // timeslice is spent gets descheduled: reading every millisecond put those
 // waits inside our calls instead of between them.
 constexpr int64_t kRereadNs = 5000000;
-// Shortest window over which the process's CPU rate is measured (see
-// usable_threads for why it is long).
-constexpr int64_t kCpuWindowNs = 100000000;
+// Shortest window over which the process's CPU rate is measured: 20 ms
+// (shorter ones read 1 or 5: the kernel adds other threads' time to the
+// process clock only at scheduler ticks), 100 ms while more threads are
+// runnable than there are cores (see usable_threads for why).
+constexpr int64_t kCpuWindowNs = 20000000;
+constexpr int64_t kCpuWindowContendedNs = 100000000;
 // Pieces from which work goes wide even on a busy machine. A helper that
 // runs may still be descheduled mid-piece, costing the caller a timeslice
 // (~3 ms), so only jobs several timeslices long: casts from 64 pieces of
@@ -365,20 +368,23 @@ int usable_threads() {
   // helpers, and torch's OpenMP workers, which spin for ~4 ms after each
   // parallel region (libgomp's default) and would otherwise read as a busy
   // machine right after any torch op. Their number is the process's CPU
-  // time over wall time, measured over windows of at least 100 ms, and at
-  // least this thread and the helpers awake now. The process clock is read
-  // only when a window closes: reading it makes the kernel bring this
-  // thread's run time up to date, and when its timeslice is spent the
-  // thread is descheduled right there, at the end of that system call,
-  // instead of at the next tick, so each reading moved a stall that a later
-  // call would have taken into ours. Read every 5 ms, it made 13-18% of our
-  // 1M float64 -> float32 calls on a busy 2-core machine stall against
-  // 8-14% of NumPy's astype (astype with the same reading in it: 15-21%).
-  // The windows are long for that reason; shorter than 20 ms they would
-  // read 1 or 5 anyway (the kernel adds other threads' time to the process
-  // clock only at scheduler ticks).
+  // time over wall time, measured over windows of 20 ms, and at least this
+  // thread and the helpers awake now. While more threads are runnable than
+  // there are cores the windows are 100 ms: reading the process clock makes
+  // the kernel bring this thread's run time up to date, and when its
+  // timeslice is spent and another thread waits for the core it is
+  // descheduled right there, at the end of that system call, instead of at
+  // the next tick, so each reading moved a stall that a later call would
+  // have taken into ours. Read every 5 ms, it made 13-18% of our 1M float64
+  // -> float32 calls on a busy 2-core machine stall against 8-14% of
+  // NumPy's astype (astype with the same reading in it: 15-21%). On a
+  // machine with a core for every runnable thread nothing waits, and the
+  // short window follows torch's workers closely: read every 100 ms there,
+  // a rate left from single-threaded work read the workers spinning after
+  // torch's .float() as another process, and a 1M Arrow column converted
+  // on one thread (1.6x from_dlpack(arr).float()).
   const int64_t w0 = g_window_at.load(std::memory_order_relaxed);
-  if (w0 == 0 || t - w0 >= kCpuWindowNs) {
+  if (w0 == 0 || t - w0 >= (running > c ? kCpuWindowContendedNs : kCpuWindowNs)) {
     timespec ts{};
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     const int64_t cpu = int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
