@@ -1,7 +1,7 @@
-"""The speed benchmark (benchmarks/bench_bridge.py) still runs end to end.
+"""The speed benchmarks still run end to end.
 
-One smoke test: --quick in a subprocess, then the three outputs exist and
-the JSON holds every section with numeric figures. Timings are never
+Smoke tests: each benchmark's --quick (or tiny) run in a subprocess, then
+its outputs exist and hold every section with numeric figures. Timings are never
 asserted (they belong to the machine, not to the code).
 """
 
@@ -12,6 +12,8 @@ import math
 import os
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("per_call", "size", "coercion", "tree")
@@ -127,3 +129,53 @@ def test_bench_busy_quick_run_measures_both_phases(tmp_path):
     # The spinners are gone: no python child of ours still runs "while True".
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "while True: pass" not in ps
+
+
+def _run_bench(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_bench_pipeline_quick_run_compares_collate_and_dataloader(tmp_path):
+    # Ray's section has its own tests (test_ray.py); a Ray cluster would
+    # double this smoke run's time.
+    _run_bench("bench_pipeline.py", "--quick", "--no-ray", "--out", str(tmp_path))
+    res = json.loads((tmp_path / "pipeline.json").read_text())
+    sections = res["sections"]
+    assert {"collate", "dataloader"} <= set(sections)
+    assert "ray" not in sections
+    md = (tmp_path / "pipeline.md").read_text()
+    assert "tb.collate" in md
+
+    def numbers(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from numbers(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from numbers(v)
+        elif isinstance(x, (int, float)) and not isinstance(x, bool):
+            yield x
+
+    for name in ("collate", "dataloader"):
+        figures = list(numbers(sections[name]))
+        assert figures and all(math.isfinite(v) and v >= 0 for v in figures), name
+        assert any(v > 0 for v in figures), name
+
+
+def test_bench_tabular_quick_run_checks_every_case():
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    out = _run_bench("bench_tabular.py", "--quick").stdout
+    # Each case's candidates were checked equal before timing (an assert in
+    # the script), and every row has a positive ratio.
+    rows = [r for r in out.splitlines() if r.startswith("| ") and "candidate" not in r]
+    cases = {r.split("|")[1].strip() for r in rows}
+    assert len(cases) == 4, out[-2000:]  # --quick: one Arrow size
+    assert sum("**ours**" in r for r in rows) == 4
+    for r in rows:
+        assert float(r.split("|")[4].strip()) > 0, r

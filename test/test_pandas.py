@@ -185,3 +185,37 @@ def test_importing_torchbridge_does_not_import_pandas():
             "tb.to_tensor(np.zeros(2)); tb.to_numpy(np.zeros(2))\n"
             "assert 'pandas' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_interleaved_blocks_give_each_column_its_own_values(pd):
+    # Columns of three NumPy blocks, interleaved (positions 0, 3, 6, ... in
+    # one block): the C++ side takes each block's rows at their positions.
+    rng = np.random.default_rng(3)
+    data = {}
+    for j in range(12):
+        kind = j % 3
+        data[f"c{j}"] = (rng.standard_normal(50) if kind == 0 else
+                         rng.integers(-9, 9, 50, dtype=np.int16) if kind == 1 else
+                         rng.standard_normal(50).astype(np.float32))
+    df = pd.DataFrame(data)
+    assert len(df._mgr.blocks) == 3
+    want = df.to_numpy(np.float64)
+    t = tb.to_tensor(df, dtype=torch.float64)
+    assert t.shape == (50, 12)
+    assert np.array_equal(t.numpy(), want)
+    # A block that is a strided view (a frame over every other row of a
+    # 2-D array, plus a column of another dtype).
+    base = rng.standard_normal((100, 4))
+    f = pd.DataFrame(base[::2], columns=list("abcd"), copy=False)
+    f["e"] = np.arange(50, dtype=np.int32)
+    assert np.array_equal(tb.to_tensor(f, dtype=torch.float64).numpy(), f.to_numpy(np.float64))
+
+
+def test_errors_in_a_multi_block_frame_name_the_column(pd):
+    # The first pass goes without labels; the error comes from the second.
+    df = pd.DataFrame({"x": np.arange(3.0), "k": np.arange(3, dtype=np.int8),
+                       "n": pd.array([1, None, 3], dtype="Int64")})
+    with pytest.raises(ValueError, match="column 'n' of the DataFrame has 1 missing value"):
+        tb.to_tensor(df, dtype=torch.int64)
+    row = tb.to_tensor(df, dtype=torch.float64)[1].numpy()
+    assert np.array_equal(row, [1.0, 1.0, np.nan], equal_nan=True)

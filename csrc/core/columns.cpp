@@ -145,6 +145,15 @@ void cast_run(D* __restrict dst, int64_t step, const char* src, int64_t stride, 
   if (stride == static_cast<int64_t>(sizeof(S))) {
     const S* s = reinterpret_cast<const S*>(src);
     if (step == 1) {
+      // A column-major output's column: the common pairs take the
+      // vectorised loops (this file is built for the baseline ISA).
+      if constexpr (std::is_same_v<D, S> && !std::is_same_v<D, bool>) {  // bools: 0 or 1
+        std::memcpy(dst, s, static_cast<size_t>(n) * sizeof(S));
+        return;
+      } else if constexpr (std::is_same_v<D, float> && std::is_same_v<S, double>) {
+        detail::narrow_f64_run(dst, s, n);
+        return;
+      }
       for (int64_t i = 0; i < n; ++i) dst[i] = cast_value<D>(s[i]);
     } else {
       for (int64_t i = 0; i < n; ++i) dst[i * step] = cast_value<D>(s[i]);

@@ -106,6 +106,8 @@ void aten_copy(const at::Tensor& dst, const at::Tensor& src) {
 
 }  // namespace
 
+void narrow_f64_run(float* d, const double* s, int64_t n) { narrow_f64(d, s, n); }
+
 // Faults in [p, p + n) as written, without touching the data
 // (MADV_POPULATE_WRITE, Linux 5.14+; elsewhere a no-op and the loop's own
 // writes fault the pages in). Only whole pages inside the range.

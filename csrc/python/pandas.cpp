@@ -22,7 +22,7 @@
 namespace torchbridge::python {
 namespace {
 
-enum Kind { kNumpy = 0, kArrow = 1, kCodes = 2, kRefused = 3 };
+enum Kind { kNumpy = 0, kArrow = 1, kCodes = 2, kRefused = 3, kInBlock = 4 };
 
 std::string str_of(PyObject* o) {
   Py_ssize_t n = 0;
@@ -64,13 +64,12 @@ bool is_pandas(PyObject* obj) {
   return defined_in(obj, "pandas");
 }
 
-std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions& o,
-                                           const char* api, bool* shared_readonly) {
-  THPObjectPtr parts(PyObject_CallOneArg(translator(), obj));
-  if (!parts) throw python_error();
-  if (parts.get() == Py_None) return std::nullopt;
-  PyObject* p = parts.get();
-  TORCH_INTERNAL_ASSERT(PyTuple_Check(p) && PyTuple_GET_SIZE(p) == 5, "_pandas.parts: a 5-tuple");
+namespace {
+
+// The tensor of one parts tuple (not None).
+at::Tensor convert(PyObject* p, const ToTensorOptions& o, const char* api,
+                   bool* shared_readonly) {
+  TORCH_INTERNAL_ASSERT(PyTuple_Check(p) && PyTuple_GET_SIZE(p) == 6, "_pandas.parts: a 6-tuple");
   ColumnsOptions layout;
   layout.two_d = PyObject_IsTrue(PyTuple_GET_ITEM(p, 0)) == 1;
   layout.rows = PyLong_AsLongLong(PyTuple_GET_ITEM(p, 1));
@@ -113,9 +112,55 @@ std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions&
 
   std::vector<Column> columns(static_cast<size_t>(k));
   std::vector<THPObjectPtr> keep(static_cast<size_t>(k));
+  // pandas' numeric NumPy blocks: row i of a (columns, rows) block is the
+  // column at positions[i]; each becomes a view of that row.
+  PyObject* blocks = PyTuple_GET_ITEM(p, 5);
+  TORCH_INTERNAL_ASSERT(PyList_Check(blocks), "_pandas.parts: a list of blocks");
+  std::vector<char> filled(static_cast<size_t>(k), 0);
+  std::vector<THPObjectPtr> keep_blocks(static_cast<size_t>(PyList_GET_SIZE(blocks)));
+  for (Py_ssize_t b = 0; b < PyList_GET_SIZE(blocks); ++b) {
+    PyObject* t = PyList_GET_ITEM(blocks, b);
+    TORCH_INTERNAL_ASSERT(PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 3, "_pandas.parts: a block");
+    PyObject* pos = PyTuple_GET_ITEM(t, 0);
+    PyObject* names = PyTuple_GET_ITEM(t, 2);
+    TORCH_INTERNAL_ASSERT(PyList_Check(pos) && PyArray_Check(PyTuple_GET_ITEM(t, 1)),
+                          "_pandas.parts: block positions and values");
+    auto* arr = reinterpret_cast<PyArrayObject*>(PyTuple_GET_ITEM(t, 1));
+    const Py_ssize_t rows_here = PyList_GET_SIZE(pos);
+    TORCH_INTERNAL_ASSERT(PyArray_NDIM(arr) == 2 && PyArray_DIM(arr, 0) == rows_here &&
+                              PyArray_DIM(arr, 1) == n &&
+                              (names == Py_None ||
+                               (PyList_Check(names) && PyList_GET_SIZE(names) == rows_here)),
+                          "_pandas.parts: a (columns, rows) block");
+    const ArrayView whole_block =
+        array_view(arr, o, /*own=*/false, /*fresh=*/false, keep_blocks[static_cast<size_t>(b)]);
+    for (Py_ssize_t i = 0; i < rows_here; ++i) {
+      const long j = PyLong_AsLong(PyList_GET_ITEM(pos, i));
+      if (j == -1 && PyErr_Occurred()) throw python_error();
+      TORCH_INTERNAL_ASSERT(j >= 0 && j < k && !filled[static_cast<size_t>(j)],
+                            "_pandas.parts: a block position");
+      filled[static_cast<size_t>(j)] = 1;
+      Column& col = columns[static_cast<size_t>(j)];
+      if (names != Py_None) col.name = str_of(PyList_GET_ITEM(names, i));
+      Segment s;
+      ArrayView& v = s.values;  // the block's view, one row of it; no owner (k > 1)
+      v.data = static_cast<char*>(whole_block.data) + i * whole_block.strides[0];
+      v.shape = {whole_block.shape[1]};
+      v.strides = {whole_block.strides[1]};
+      v.dtype = whole_block.dtype;
+      v.writable = whole_block.writable;
+      v.device = whole_block.device;
+      v.cast_from = whole_block.cast_from;
+      col.segments.push_back(std::move(s));
+    }
+  }
   for (Py_ssize_t j = 0; j < k; ++j) {
     PyObject* c = PyList_GET_ITEM(list, j);
     Column& col = columns[static_cast<size_t>(j)];
+    if (PyLong_AsLong(PyTuple_GET_ITEM(c, 1)) == kInBlock) {
+      TORCH_INTERNAL_ASSERT(filled[static_cast<size_t>(j)], "_pandas.parts: a column in no block");
+      continue;
+    }
     col.name = str_of(PyTuple_GET_ITEM(c, 0));
     const std::string who = column_words(col.name, layout.two_d, layout.what);
     const long kind = PyLong_AsLong(PyTuple_GET_ITEM(c, 1));
@@ -148,6 +193,29 @@ std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions&
     col.segments.push_back(std::move(s));
   }
   return columns_tensor(columns, layout, o, api, shared_readonly);
+}
+
+}  // namespace
+
+std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions& o,
+                                           const char* api, bool* shared_readonly) {
+  // Column labels serve only error messages, and reading them is most of a
+  // small frame's cost (an Arrow-backed string Index takes 4 us to list):
+  // the first pass goes without them; on an error of ours (c10::Error: the
+  // rules' ValueError/TypeError) the conversion runs again with them, to
+  // raise the same error naming the column. Python's errors (an interrupt,
+  // pyarrow's) propagate at once.
+  THPObjectPtr parts(PyObject_CallFunctionObjArgs(translator(), obj, Py_False, nullptr));
+  if (!parts) throw python_error();
+  if (parts.get() == Py_None) return std::nullopt;
+  try {
+    return convert(parts.get(), o, api, shared_readonly);
+  } catch (const c10::Error&) {
+  }
+  parts = THPObjectPtr(PyObject_CallFunctionObjArgs(translator(), obj, Py_True, nullptr));
+  if (!parts) throw python_error();
+  TORCH_INTERNAL_ASSERT(parts.get() != Py_None, "_pandas.parts: the same object twice");
+  return convert(parts.get(), o, api, shared_readonly);
 }
 
 }  // namespace torchbridge::python
