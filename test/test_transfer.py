@@ -253,6 +253,27 @@ def test_coalesced_tree_upload_is_one_transfer():
 
 
 @needs_cuda
+@pytest.mark.parametrize("non_blocking", [False, True])
+def test_pinned_leaves_skip_the_pack(non_blocking):
+    # A batch tb.collate(pin_memory=True) made: the large pinned leaf is
+    # DMA'd from where it is (its own device storage), the small and the
+    # unpinned ones share one packed buffer; every value arrives.
+    big = torch.randn(64, 3, 32, 32).pin_memory()  # 768 KB, float32
+    wide = torch.randn(256, 256, dtype=torch.float64).pin_memory()  # cast: packed
+    batch = {"image": big, "label": torch.arange(64).pin_memory(),
+             "w": wide, "plain": torch.randn(100_000)}
+    out = tb.tree_to_tensor(batch, device="cuda", non_blocking=non_blocking)
+    torch.cuda.synchronize()
+    assert torch.equal(out["image"].cpu(), big)
+    assert torch.equal(out["label"].cpu(), batch["label"])
+    assert torch.equal(out["w"].cpu(), wide.float())
+    assert torch.equal(out["plain"].cpu(), batch["plain"])
+    storage = {k: v.untyped_storage().data_ptr() for k, v in out.items()}
+    assert storage["label"] == storage["w"] == storage["plain"]  # one pack
+    assert storage["image"] != storage["label"]
+
+
+@needs_cuda
 def test_coalesced_tree_download_equals_leaf_by_leaf():
     tree = {
         "a": torch.randn(3, 4, device="cuda"),

@@ -215,7 +215,9 @@ at::Tensor move_to_device(const at::Tensor& src, at::Device device,
 
 // Many CPU tensors to one device in one transfer: packed into one pinned
 // buffer (64-byte aligned slots, cast to bus[i] while packing), one copy,
-// and contiguous views of one device buffer on the far side.
+// and contiguous views of one device buffer on the far side; leaves of
+// 256 KB and more already pinned (dense, bus dtype) are copied from where
+// they are instead, each into its own device tensor.
 std::vector<at::Tensor> host_to_device_batch(
     const std::vector<at::Tensor>& srcs, const std::vector<at::ScalarType>& bus,
     at::Device device, bool non_blocking);
