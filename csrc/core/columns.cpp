@@ -275,8 +275,10 @@ std::string column_words(const Column& c, const ColumnsOptions& l) {
   return "column " + format::escape(c.name, kName) + " of " + l.what;
 }
 
-// A segment as a tensor borrowing its memory (bit-packed bools unpacked into
-// a fresh one), for copy_into.
+// A segment as a tensor for copy_into: borrowing its memory where a tensor
+// can (a borrowed view of negative strides or swapped bytes would read the
+// wrong memory, or none), else a native C-order copy of it; bit-packed
+// bools unpacked into a fresh one.
 at::Tensor segment_tensor(const Segment& s) {
   if (s.bit_offset < 0) {
     ArrayView v;
@@ -284,6 +286,7 @@ at::Tensor segment_tensor(const Segment& s) {
     v.shape = s.values.shape;
     v.strides = s.values.strides;
     v.dtype = s.values.dtype;
+    if (layout_blocker(v) != ShareBlocker::kNone) return detail::copy_view(v, *v.dtype.scalar, false);
     return detail::borrow(v);
   }
   auto out = at::empty({s.length()}, at::kBool);
@@ -408,10 +411,18 @@ at::Tensor columns_to_tensor(std::vector<Column>& columns, const ColumnsOptions&
 
   // Columns the typed copy does not take (complex, float8, float64 to
   // float16) go through copy_into, column by column.
+  // Nor columns in another byte order or misaligned: the typed loops read
+  // native, aligned values (segment_tensor gathers those first).
   std::vector<char> fast(k);
-  for (int64_t j = 0; j < k; ++j)
+  for (int64_t j = 0; j < k; ++j) {
     fast[j] = columns[j].segments.empty() ||  // no rows: nothing to copy
               typed_pair(*columns[j].segments[0].values.dtype.scalar, host);
+    for (const auto& seg : columns[j].segments) {
+      if (seg.bit_offset >= 0) continue;
+      const auto why = layout_blocker(seg.values);
+      if (why == ShareBlocker::kByteOrder || why == ShareBlocker::kMisaligned) fast[j] = 0;
+    }
+  }
   const int64_t item = static_cast<int64_t>(c10::elementSize(host));
   char* base = static_cast<char*>(out.data_ptr());
   // Element (r, j) is at base + (r * step + j * col_step) * item.

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -85,6 +86,56 @@ TEST(Columns, MixedColumnsGatherColumnMajorInTheCommonDtype) {
   ASSERT_EQ(t.strides(), (std::vector<int64_t>{1, n}));
   auto expect = at::stack({at::arange(n, at::kFloat), at::arange(n, at::kFloat) * 0.5}, 1);
   EXPECT_TRUE(at::equal(t, expect));
+}
+
+TEST(Columns, NegativeStridesAndSwappedBytesInEveryCopyPath) {
+  // Columns read backwards (negative strides) and big-endian ones, through
+  // the typed loops (float64 -> float32) and through ATen's copy (complex,
+  // float64 -> float16): every value where NumPy puts it.
+  const int64_t n = 300;
+  std::vector<double> d(n);
+  std::vector<c10::complex<double>> z(n);
+  std::vector<double> be(n);
+  for (int64_t i = 0; i < n; ++i) {
+    d[i] = 0.5 * i;
+    z[i] = c10::complex<double>(i, -i);
+    double v = 2.0 * i;
+    unsigned char b[8];
+    std::memcpy(b, &v, 8);
+    std::reverse(b, b + 8);
+    std::memcpy(&be[i], b, 8);
+  }
+  auto backwards = [&](const void* last, at::ScalarType t, int64_t item) {
+    return segment_of(last, t, n, -item);
+  };
+  {
+    std::vector<Column> cols;
+    cols.push_back(column_of("d", backwards(&d[n - 1], at::kDouble, 8)));
+    cols.push_back(column_of("z", backwards(&z[n - 1], at::kComplexDouble, 16)));
+    ColumnsOptions l;
+    auto t = columns_to_tensor(cols, l);  // complex128 -> complex64
+    ASSERT_EQ(t.scalar_type(), at::kComplexFloat);
+    auto rev = at::arange(n - 1, -1, -1, at::kDouble);
+    EXPECT_TRUE(at::equal(at::real(t.select(1, 0)), (rev * 0.5).to(at::kFloat)));
+    EXPECT_TRUE(at::equal(at::real(t.select(1, 1)), rev.to(at::kFloat)));
+    EXPECT_TRUE(at::equal(at::imag(t.select(1, 1)), (-rev).to(at::kFloat)));
+  }
+  {
+    std::vector<Column> cols;
+    cols.push_back(column_of("d", backwards(&d[n - 1], at::kDouble, 8)));
+    Segment s = segment_of(be.data(), at::kDouble, n);
+    s.values.dtype.swapped = true;
+    cols.push_back(column_of("be", std::move(s)));
+    ColumnsOptions l;
+    CoerceOptions half;
+    half.dtype = at::kHalf;
+    for (const auto& o : {CoerceOptions{}, half}) {
+      auto t = columns_to_tensor(cols, l, o);
+      auto rev = at::arange(n - 1, -1, -1, at::kDouble);
+      EXPECT_TRUE(at::equal(t.select(1, 0), (rev * 0.5).to(t.scalar_type())));
+      EXPECT_TRUE(at::equal(t.select(1, 1), (at::arange(n, at::kDouble) * 2).to(t.scalar_type())));
+    }
+  }
 }
 
 TEST(Columns, ByteMaskNullsBecomeNaNOrRaiseNamingTheColumn) {
