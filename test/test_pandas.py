@@ -261,3 +261,20 @@ def test_byte_swapped_columns_next_to_native_ones(pd, swapped):
     want = df.to_numpy(np.complex128 if swapped == ">c16" else np.float64, na_value=np.nan)
     got = tb.to_tensor(df, float_dtype=None)
     assert np.array_equal(got.numpy().astype(want.dtype), want, equal_nan=True)
+
+
+def test_labels_that_cannot_be_read_keep_the_rules_error(pd):
+    # The labels are read only for the error; one whose repr raises, or
+    # that is not valid UTF-8, must not replace the error itself.
+    class Label:
+        def __repr__(self):
+            raise RuntimeError("repr boom")
+
+    data = {"x": pd.array([1, None, 3], dtype="Int64"), "b": np.arange(3.0)}
+    for label in (Label(), "\udc80"):
+        df = pd.DataFrame(data)
+        df.columns = pd.Index([label, "b"], dtype=object)
+        with pytest.raises(ValueError, match="has 1 missing value"):
+            tb.to_tensor(df, dtype=torch.int64)
+        out = tb.to_tensor(df)  # labels play no part in a conversion
+        assert np.array_equal(out.numpy(), [[1, 0], [np.nan, 1], [3, 2]], equal_nan=True)

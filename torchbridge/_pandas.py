@@ -153,7 +153,7 @@ def _frame(df: pd.DataFrame, names: bool):
                 locs = blk.mgr_locs.as_array.tolist()
                 vals = blk.values
                 if isinstance(vals, np.ndarray) and vals.ndim == 2 and \
-                        vals.dtype.kind in _NUMERIC_KINDS:
+                        vals.dtype.kind in _NUMERIC_KINDS and k > 1:
                     # C++ takes the block's rows itself (a view per column
                     # here cost more than the copy of a small frame).
                     blocks_out.append((locs, _readonly(vals),

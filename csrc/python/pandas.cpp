@@ -16,6 +16,7 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/object_ptr.h>
 
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,14 @@ std::string str_of(PyObject* o) {
   const char* s = PyUnicode_AsUTF8AndSize(o, &n);
   if (!s) throw python_error();
   return std::string(s, static_cast<size_t>(n));
+}
+
+// A column label for messages: UTF-8, with anything that is not (a lone
+// surrogate) escaped rather than failing.
+std::string label_of(PyObject* o) {
+  THPObjectPtr b(PyUnicode_AsEncodedString(o, "utf-8", "backslashreplace"));
+  if (!b) throw python_error();
+  return std::string(PyBytes_AS_STRING(b.get()), static_cast<size_t>(PyBytes_GET_SIZE(b.get())));
 }
 
 // A 1-D ndarray part of `n` rows (the translator's contract; checked).
@@ -86,7 +95,7 @@ at::Tensor convert(PyObject* p, const ToTensorOptions& o, const char* api,
   for (Py_ssize_t j = 0; j < k; ++j) {
     PyObject* c = PyList_GET_ITEM(list, j);
     if (PyLong_AsLong(PyTuple_GET_ITEM(c, 1)) != kRefused) continue;
-    const std::string name = str_of(PyTuple_GET_ITEM(c, 0));
+    const std::string name = label_of(PyTuple_GET_ITEM(c, 0));
     TORCH_CHECK_TYPE(false, api, ": ", column_words(name, layout.two_d, layout.what),
         " holds ", str_of(PyTuple_GET_ITEM(c, 2)), ", which no tensor dtype holds; ",
         str_of(PyTuple_GET_ITEM(c, 3)), ".");
@@ -132,6 +141,9 @@ at::Tensor convert(PyObject* p, const ToTensorOptions& o, const char* api,
                               (names == Py_None ||
                                (PyList_Check(names) && PyList_GET_SIZE(names) == rows_here)),
                           "_pandas.parts: a (columns, rows) block");
+    // Row views own nothing: only a result of several columns (always a
+    // copy) may come from them (a one-column frame is `whole` or a column).
+    TORCH_INTERNAL_ASSERT(k > 1, "_pandas.parts: a block in a one-column frame");
     const ArrayView whole_block =
         array_view(arr, o, /*own=*/false, /*fresh=*/false, keep_blocks[static_cast<size_t>(b)]);
     for (Py_ssize_t i = 0; i < rows_here; ++i) {
@@ -141,7 +153,7 @@ at::Tensor convert(PyObject* p, const ToTensorOptions& o, const char* api,
                             "_pandas.parts: a block position");
       filled[static_cast<size_t>(j)] = 1;
       Column& col = columns[static_cast<size_t>(j)];
-      if (names != Py_None) col.name = str_of(PyList_GET_ITEM(names, i));
+      if (names != Py_None) col.name = label_of(PyList_GET_ITEM(names, i));
       Segment s;
       ArrayView& v = s.values;  // the block's view, one row of it; no owner (k > 1)
       v.data = static_cast<char*>(whole_block.data) + i * whole_block.strides[0];
@@ -161,7 +173,7 @@ at::Tensor convert(PyObject* p, const ToTensorOptions& o, const char* api,
       TORCH_INTERNAL_ASSERT(filled[static_cast<size_t>(j)], "_pandas.parts: a column in no block");
       continue;
     }
-    col.name = str_of(PyTuple_GET_ITEM(c, 0));
+    col.name = label_of(PyTuple_GET_ITEM(c, 0));
     const std::string who = column_words(col.name, layout.two_d, layout.what);
     const long kind = PyLong_AsLong(PyTuple_GET_ITEM(c, 1));
     PyObject* a = PyTuple_GET_ITEM(c, 2);
@@ -208,14 +220,28 @@ std::optional<at::Tensor> pandas_to_tensor(PyObject* obj, const ToTensorOptions&
   THPObjectPtr parts(PyObject_CallFunctionObjArgs(translator(), obj, Py_False, nullptr));
   if (!parts) throw python_error();
   if (parts.get() == Py_None) return std::nullopt;
+  // Only a 2-D result's messages name columns.
+  const bool named = PyObject_IsTrue(PyTuple_GET_ITEM(parts.get(), 0)) == 1;
+  std::exception_ptr first;
   try {
     return convert(parts.get(), o, api, shared_readonly);
   } catch (const c10::Error&) {
+    if (!named) throw;
+    first = std::current_exception();
   }
-  parts = THPObjectPtr(PyObject_CallFunctionObjArgs(translator(), obj, Py_True, nullptr));
-  if (!parts) throw python_error();
-  TORCH_INTERNAL_ASSERT(parts.get() != Py_None, "_pandas.parts: the same object twice");
-  return convert(parts.get(), o, api, shared_readonly);
+  // The same error, naming its column; if reading the labels fails (a
+  // label whose repr raises), the first error stands.
+  try {
+    parts = THPObjectPtr(PyObject_CallFunctionObjArgs(translator(), obj, Py_True, nullptr));
+    if (!parts) throw python_error();
+    TORCH_INTERNAL_ASSERT(parts.get() != Py_None, "_pandas.parts: the same object twice");
+    return convert(parts.get(), o, api, shared_readonly);
+  } catch (const c10::Error&) {
+    throw;
+  } catch (...) {
+    PyErr_Clear();
+    std::rethrow_exception(first);
+  }
 }
 
 }  // namespace torchbridge::python
