@@ -169,3 +169,23 @@ def test_outputs_alive_at_exit():
         print("ok")
     """)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_out_of_memory_gives_the_cached_blocks_back_first():
+    # Address space capped just above what the process maps: a 48 MB output
+    # fits only once the cache hands back the 64 MB block it holds.
+    r = run_py("""
+        import resource, numpy as np, torchbridge as tb
+        t = tb.to_tensor(np.ones(16 << 20))  # 64 MB of float32, then cached
+        del t
+        assert tb._C._host_cache() == (1, 64 << 20)
+        a = np.ones(12 << 20)  # the next input (96 MB), made before the cap
+        vm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize'))
+        limit = vm * 1024 + (40 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        u = tb.to_tensor(a)  # 48 MB out
+        assert u.shape == (12 << 20,) and float(u[5]) == 1.0
+        print(tb._C._host_cache())
+    """)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "(0, 0)"

@@ -165,7 +165,15 @@ class OutputCache final : public c10::Allocator {
       }
     }
     if (!data) {
-      auto* h = static_cast<Header*>(c10::alloc_cpu(sizeof(Header) + n));
+      Header* h = nullptr;
+      try {
+        h = static_cast<Header*>(c10::alloc_cpu(sizeof(Header) + n));
+      } catch (const c10::Error&) {
+        // Out of memory: what this cache holds is free memory to the
+        // caller; give it back and try once more (that error propagates).
+        if (drain() == 0) throw;
+        h = static_cast<Header*>(c10::alloc_cpu(sizeof(Header) + n));
+      }
       h->bytes = n;
       data = h + 1;
     }
@@ -189,6 +197,22 @@ class OutputCache final : public c10::Allocator {
   // the child (the child's blocks are its own copies and stay usable).
   static void lock_for_fork() { get().m_.lock(); }
   static void unlock_after_fork() { get().m_.unlock(); }
+
+  // Frees every block held; returns how many bytes that gave back.
+  size_t drain() {
+    void* blocks[kSlots];
+    int k = 0;
+    size_t bytes = 0;
+    {
+      std::lock_guard<std::mutex> g(m_);
+      for (int i = 0; i < count_; ++i) blocks[k++] = slots_[i].data;
+      bytes = held_;
+      count_ = 0;
+      held_ = 0;
+    }
+    for (int i = 0; i < k; ++i) free_block(blocks[i]);  // outside the lock
+    return bytes;
+  }
 
   std::pair<int, size_t> state() {
     std::lock_guard<std::mutex> g(m_);

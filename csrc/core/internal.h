@@ -143,15 +143,15 @@ at::Tensor empty_host(at::IntArrayRef sizes, at::IntArrayRef strides,
 // (blocks, bytes) held by that cache now; for tests.
 std::pair<int, size_t> host_cache_state();
 
+// float64 -> float32 over n contiguous values in this thread, with the
+// vector instructions the CPU has (cast_dense's loop).
+void narrow_f64_run(float* d, const double* s, int64_t n);
+
 // Fills `numel` dense elements of `dst` (fresh memory) from `src` (same
 // memory order) when the pair is a plain copy or a policy cast (float64 ->
 // float32, complex128 -> complex64): in this thread up to 128 KB of output,
 // above it in pieces on parallel.h's pool (prefaulting fresh output from
 // 32 MB). Returns false for any other pair (use copy_into).
-// float64 -> float32 over n contiguous values in this thread, with the
-// vector instructions the CPU has (cast_dense's loop).
-void narrow_f64_run(float* d, const double* s, int64_t n);
-
 bool cast_dense(void* dst, at::ScalarType dst_type, const void* src,
                 at::ScalarType src_type, int64_t numel);
 

@@ -383,16 +383,23 @@ int usable_threads() {
   // a rate left from single-threaded work read the workers spinning after
   // torch's .float() as another process, and a 1M Arrow column converted
   // on one thread (1.6x from_dlpack(arr).float()).
-  const int64_t w0 = g_window_at.load(std::memory_order_relaxed);
-  if (w0 == 0 || t - w0 >= (running > c ? kCpuWindowContendedNs : kCpuWindowNs)) {
+  // One thread closes a window (threads calling at once would otherwise
+  // pair one's clock reading with the other's start).
+  int64_t w0 = g_window_at.load(std::memory_order_relaxed);
+  if ((w0 == 0 || t - w0 >= (running > c ? kCpuWindowContendedNs : kCpuWindowNs)) &&
+      g_window_at.compare_exchange_strong(w0, t, std::memory_order_acq_rel)) {
     timespec ts{};
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     const int64_t cpu = int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-    if (w0 != 0 && t - w0 <= 2000000000) {  // else the first reading, or stale: restart
+    if (w0 != 0 && t - w0 <= 2000000000) {
       const int64_t used = cpu - g_cpu_at.load(std::memory_order_relaxed);
-      g_rate.store(static_cast<int>(used * 256 / (t - w0)), std::memory_order_relaxed);
+      g_rate.store(static_cast<int>(std::max<int64_t>(0, used) * 256 / (t - w0)),
+                   std::memory_order_relaxed);
+    } else if (w0 != 0) {
+      // Stale (2 s and more since the last reading): what ran then says
+      // nothing about now; count this thread alone until the window closes.
+      g_rate.store(256, std::memory_order_relaxed);
     }
-    g_window_at.store(t, std::memory_order_relaxed);
     g_cpu_at.store(cpu, std::memory_order_relaxed);
   }
   Pool* p = g_pool.load(std::memory_order_acquire);
