@@ -53,6 +53,12 @@ at::Tensor flat(const at::Tensor& t) {
   return t.as_strided({t.numel()}, {1}, t.storage_offset());
 }
 
+// Whether `t`'s memory is already its values as `dtype`, in row-major order
+// (no cast, no gaps, no lazy conjugate or negation): a plain byte copy.
+bool raw_bytes_as(const at::Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype && t.is_contiguous() && !t.is_conj() && !t.is_neg();
+}
+
 bool same_dense_layout(const at::Tensor& a, const at::Tensor& b) {
   return a.is_non_overlapping_and_dense() &&
          b.is_non_overlapping_and_dense() && a.strides() == b.strides();
@@ -78,8 +84,7 @@ namespace {
 // where one thread's streaming-store memcpy managed 7 GB/s).
 void fill_stage(const at::Tensor& stage, const at::Tensor& src) {
   constexpr size_t kMemcpyMax = size_t{64} << 10;
-  if (src.nbytes() <= kMemcpyMax && src.scalar_type() == stage.scalar_type() &&
-      src.is_contiguous() && !src.is_conj() && !src.is_neg()) {
+  if (src.nbytes() <= kMemcpyMax && raw_bytes_as(src, stage.scalar_type())) {
     std::memcpy(stage.data_ptr(), src.const_data_ptr(), src.nbytes());
     return;
   }
@@ -237,8 +242,7 @@ std::vector<at::Tensor> host_to_device_batch(
   // such a block from reuse until its copy is done, as for Tensor.to.
   auto direct = [&](size_t i) {
     const auto& s = srcs[i];
-    return stage_it && s.is_pinned() && s.scalar_type() == bus[i] && s.is_contiguous() &&
-           !s.is_conj() && !s.is_neg() &&
+    return stage_it && s.is_pinned() && raw_bytes_as(s, bus[i]) &&
            static_cast<int64_t>(s.nbytes()) >= kDirectPinnedBytes;
   };
   std::vector<at::Tensor> out(srcs.size());
@@ -260,7 +264,7 @@ std::vector<at::Tensor> host_to_device_batch(
     for (size_t i = 0; i < srcs.size(); ++i) {
       const auto& s = srcs[i];
       if (offsets[i] < 0 || s.numel() == 0) continue;
-      if (s.scalar_type() == bus[i] && s.is_contiguous() && !s.is_conj() && !s.is_neg()) {
+      if (raw_bytes_as(s, bus[i])) {
         std::memcpy(base + offsets[i], s.const_data_ptr(), s.nbytes());
       } else {
         copy_into(view_in(stage, offsets[i], bus[i], s.sizes()), s);
